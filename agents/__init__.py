@@ -1,0 +1,1 @@
+"""Agents and reference policies (installed as ``mmrl.agents``)."""

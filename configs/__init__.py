@@ -1,0 +1,1 @@
+"""Hydra config tree, shipped inside the package as ``mmrl.configs``."""

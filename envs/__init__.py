@@ -1,0 +1,1 @@
+"""mmrl's environments (installed as ``mmrl.envs``)."""

@@ -1,0 +1,441 @@
+"""Recommend: retail recommendation where the agent must both see the items and read the user.
+
+**Task.** A simulated shopper wants an item (a category, a colour, a price limit) and says so in
+words. Each step the agent is shown a slate of ``K`` candidate items as one image, in a shuffled
+order, and recommends one slot. The shopper clicks with a probability that grows with how well the
+item matches their wish, buys some clicked items they can afford, and answers in words ("too
+pricey", "not my colour", "love it ! something like that but in green"). Bad suggestions cost
+patience; the session ends when patience runs out.
+
+**Why it needs both modalities.** The wish is only in the text; what the items are and what they
+cost is only in the image (shape = category, fill = colour, texture = pattern, pips = price tier).
+Every slate holds the wished category and colour *and* a decoy category and colour in a balanced
+2x2 design, so the image alone cannot tell the wish from the decoy, and the text alone cannot tell
+which slot holds it.
+
+**Action space.** ``Discrete(K)``: the slot to recommend.
+
+**Observation space.** ``Dict(image=Box(0, 255, (3, S, S), uint8), text=TextSpace(V, L))``: the slate
+(a grid of thumbnails, each with 1-4 price pips on top) and the shopper's utterance (feedback on the
+last suggestion, then the current wish) as padded token ids.
+
+**Rewards** (``reward=``): ``click`` 1 per click (default); ``revenue`` price/100 per purchase;
+``satisfaction`` +1 per click, -0.5 per rejected suggestion, -2 when the shopper leaves.
+
+**User model** (hidden). Wish: category, colour, budget tier (0-3), and a liked pattern that is never
+said. Click probability ``sigmoid(0.75 * (a - 7))`` of an integer affinity ``a = 6 [category]
++ 4 [colour] + 2 [pattern] - 8 [over budget] - fatigue [same category as the last click]``.
+Interest drifts with what is consumed: after a click the wish moves to another colour (``drift_colour``)
+or, after ``fatigue_limit`` clicks in one category or by chance (``drift_category``), to another category.
+Patience starts at ``patience`` to ``patience + 2``, drops by 1 per rejected suggestion and regains 1
+per click (up to ``patience + 2``).
+
+**Episode end.** Terminated when patience reaches 0 (the shopper leaves); truncated at ``max_steps``.
+
+**Info.** ``affinity`` float32[K] (true click probability of each slot of the returned slate),
+``expected_reward`` float32[K], ``item_ids`` int64[K]; about the step just taken: ``clicked``,
+``purchased``, ``revenue``, ``chosen_item``, ``regret`` (best minus chosen expected reward) and
+``end_reason`` (0 running, 1 shopper left, 2 step limit).
+
+**Arguments.** See :class:`RecommendParams`.
+
+**Version history.** v0: first release.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from enum import IntEnum
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from torch import Tensor
+
+from mmrl.core import rng
+from mmrl.core.batched_env import BatchedEnv
+from mmrl.core.frames import compose, enlarge
+from mmrl.core.params import build_params
+from mmrl.core.renderer import SpriteRenderer
+from mmrl.core.spaces import TextSpace, Vocabulary, image_space
+from mmrl.envs.catalog import TIER_BOUNDS, Catalog, load_catalog, procedural_catalog
+
+REWARD_MODES = ("click", "revenue", "satisfaction")
+
+
+@dataclass(frozen=True)
+class RecommendParams:
+    """Static parameters of Recommend (anything that sets a shape, plus the user model's constants)."""
+
+    slate_size: int = 4
+    """K, the number of candidate items shown per step (the action space is ``Discrete(K)``)."""
+    image_size: int = 64
+    """Side of the square observation image in pixels."""
+    max_steps: int = 30
+    """Step limit of a session (truncation)."""
+    max_text_length: int = 24
+    """Length L of the padded token-id text observation."""
+    reward: str = "click"
+    """``click``, ``revenue`` or ``satisfaction``."""
+    patience: int = 3
+    """Initial patience is drawn from ``patience .. patience + 2``."""
+    drift_colour: float = 0.3
+    """Chance that a click moves the wish to another colour."""
+    drift_category: float = 0.15
+    """Chance that a click moves the wish to another category."""
+    fatigue_limit: int = 3
+    """Clicks in one category after which the wish moves to another category."""
+    purchase_prob: float = 0.6
+    """Chance that a clicked, affordable item is bought."""
+    catalog: str | None = None
+    """Folder of a catalogue on disk (``items.csv`` + images); ``None`` = the procedural catalogue."""
+    catalog_seed: int = 0
+    """Seed of the procedural catalogue's prices."""
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.slate_size <= 16:
+            raise ValueError(f"slate_size must be in [2, 16]; got {self.slate_size}")
+        if self.image_size < 16:
+            raise ValueError(f"image_size must be >= 16; got {self.image_size}")
+        if self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1; got {self.max_steps}")
+        if self.reward not in REWARD_MODES:
+            raise ValueError(f"reward must be one of {list(REWARD_MODES)}; got {self.reward!r}")
+        if self.patience < 1:
+            raise ValueError(f"patience must be >= 1; got {self.patience}")
+        for name in ("drift_colour", "drift_category", "purchase_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be a probability in [0, 1]; got {getattr(self, name)}")
+        if self.fatigue_limit < 1:
+            raise ValueError(f"fatigue_limit must be >= 1; got {self.fatigue_limit}")
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """(rows, cols) of the slate image."""
+        cols = math.ceil(math.sqrt(self.slate_size))
+        return math.ceil(self.slate_size / cols), cols
+
+    @property
+    def tile(self) -> int:
+        """Thumbnail side in pixels."""
+        return self.image_size // max(self.grid)
+
+
+class Intent(IntEnum):
+    """What the shopper's feedback says about the last suggestion."""
+
+    GREET = 0
+    LOVE = 1
+    DRIFT_COLOUR = 2
+    DRIFT_CATEGORY = 3
+    TOO_PRICEY = 4
+    WRONG_CATEGORY = 5
+    WRONG_COLOUR = 6
+    MEH = 7
+
+
+# Three phrasings per intent; {colour}, {category}, {budget} are filled from the current wish.
+FEEDBACK = {
+    Intent.GREET: ("hi", "hello", "hey there"),
+    Intent.LOVE: ("love it !", "great pick , thanks", "nice , i like that one"),
+    Intent.DRIFT_COLOUR: (
+        "love it ! something like that but in {colour}",
+        "nice ! do you have that in {colour} ?",
+        "great , now show me one in {colour}",
+    ),
+    Intent.DRIFT_CATEGORY: (
+        "thanks ! now i need a {category}",
+        "perfect . next i am after a {category}",
+        "got it , now let us find a {category}",
+    ),
+    Intent.TOO_PRICEY: ("too pricey", "that is too expensive", "out of my budget"),
+    Intent.WRONG_CATEGORY: ("that is not what i asked for", "no , wrong kind of item", "not what i need"),
+    Intent.WRONG_COLOUR: ("not my colour", "wrong colour", "i do not like that colour"),
+    Intent.MEH: ("hmm , not quite", "meh , not for me", "not really"),
+}
+REQUESTS = (
+    "i want a {colour} {category} under {budget} dollars",
+    "show me a {colour} {category} , at most {budget} dollars",
+    "looking for a {category} in {colour} , budget {budget} dollars",
+)
+_SLOTS = {"{colour}": -1, "{category}": -2, "{budget}": -3}
+PHRASINGS = 3
+
+# Affinity in integer units (see the module docstring); click probability by affinity.
+_W_CATEGORY, _W_COLOUR, _W_PATTERN, _W_BUDGET = 6, 4, 2, 8
+_A_MIN, _A_MAX = -_W_BUDGET - 16, _W_CATEGORY + _W_COLOUR + _W_PATTERN
+
+
+@dataclass
+class RecommendState:
+    """Batch-first state tensors, one device."""
+
+    want_category: Tensor  # int64[B]
+    want_colour: Tensor  # int64[B]
+    budget: Tensor  # int64[B], highest affordable price tier
+    liked_pattern: Tensor  # int64[B], never said
+    patience: Tensor  # int64[B]
+    fatigue: Tensor  # int64[B], clicks in a row in last_category
+    last_category: Tensor  # int64[B], category of the last click (-1: none)
+    slate: Tensor  # int64[B, K], item ids in slot order
+    text: Tensor  # int64[B, L]
+    last_action: Tensor  # int64[B] (-1 at the start)
+    last_reward: Tensor  # float32[B]
+
+
+class Recommend(BatchedEnv[RecommendState]):
+    """Batched Recommend; see the module docstring for the task. Keyword arguments: :class:`RecommendParams`."""
+
+    end_reasons = ("running", "shopper left", "step limit")
+
+    def __init__(self, num_envs: int = 1, device: torch.device | str = "cpu", **params: object):
+        super().__init__(num_envs, device)
+        self.params = build_params(RecommendParams, params, env_name="Recommend")
+        p = self.params
+        self.catalog: Catalog = (
+            procedural_catalog(p.tile, seed=p.catalog_seed) if p.catalog is None else load_catalog(p.catalog, p.tile)
+        )
+        cat = self.catalog
+        self.max_episode_steps = p.max_steps
+        words = [w for text in (*sum(FEEDBACK.values(), ()), *REQUESTS) for w in text.split() if w not in _SLOTS]
+        budget_words = [str(b) for b in TIER_BOUNDS]
+        self.vocabulary = Vocabulary([*words, *cat.categories, *cat.colours, *budget_words])
+        self.single_observation_space = spaces.Dict(
+            {"image": image_space(p.image_size, p.image_size), "text": TextSpace(self.vocabulary, p.max_text_length)}
+        )
+        self.single_action_space = spaces.Discrete(p.slate_size)
+
+        dev = self.device
+        self._item_category = torch.as_tensor(cat.category, device=dev)
+        self._item_colour = torch.as_tensor(cat.colour, device=dev)
+        self._item_pattern = torch.as_tensor(cat.pattern, device=dev)
+        self._item_tier = torch.as_tensor(cat.tier, device=dev)
+        self._item_price = torch.as_tensor(cat.price, device=dev)
+        table, count, pairs = cat.combo_table()
+        self._combo_table, self._combo_count, self._pairs = table.to(dev), count.to(dev), pairs.to(dev)
+        self._n_categories, self._n_colours = len(cat.categories), len(cat.colours)
+        a = torch.arange(_A_MIN, _A_MAX + 1, dtype=torch.float64)
+        self._click_table = torch.sigmoid(0.75 * (a - 7)).to(torch.float32).to(dev)
+        self._text_table = self._build_text_table().to(dev)
+        self._category_word = torch.tensor([self.vocabulary.id(w) for w in cat.categories], device=dev)
+        self._colour_word = torch.tensor([self.vocabulary.id(w) for w in cat.colours], device=dev)
+        self._budget_word = torch.tensor([self.vocabulary.id(w) for w in budget_words], device=dev)
+        rows, cols = p.grid
+        blank = np.zeros((1, 3, p.tile, p.tile), dtype=np.uint8)
+        atlas = torch.from_numpy(np.concatenate([cat.thumbnails, blank]))
+        self.renderer = SpriteRenderer(atlas, rows, cols, p.image_size).to(dev)
+        self._blank_cells = torch.full((1, rows * cols - p.slate_size), cat.num_items, dtype=torch.int64, device=dev)
+        k = p.slate_size
+        self._n_slate_draws = 2 + 4 + max(0, k - 4) + k
+        self._reset_draws = 4 + self._n_slate_draws + 2
+        self._step_draws = 6 + self._n_slate_draws + 2
+
+    # ------------------------------------------------------------------ text
+    def _build_text_table(self) -> Tensor:
+        """int64[F * PHRASINGS, len(REQUESTS), L]: every feedback phrasing followed by every request,
+        padded, with negative placeholders where the wish's words go."""
+        length = self.params.max_text_length
+
+        def ids(text: str) -> list[int]:
+            return [_SLOTS[w] if w in _SLOTS else self.vocabulary.id(w) for w in text.split()]
+
+        table = []
+        for intent in Intent:
+            for feedback in FEEDBACK[intent]:
+                row = []
+                for request in REQUESTS:
+                    tokens = ids(feedback) + ids(request)
+                    if len(tokens) > length:
+                        raise ValueError(f"max_text_length={length} is too short for {feedback!r} + {request!r} ({len(tokens)} tokens)")
+                    row.append(tokens + [0] * (length - len(tokens)))
+                table.append(row)
+        return torch.tensor(table, dtype=torch.int64)
+
+    def _utterance(self, intent: Tensor, u: Tensor, want_category: Tensor, want_colour: Tensor, budget: Tensor) -> Tensor:
+        """int64[B, L] token ids of the shopper's feedback for ``intent`` followed by their wish."""
+        phrasing = intent * PHRASINGS + rng.randint(u[:, 0], PHRASINGS)
+        text = self._text_table[phrasing, rng.randint(u[:, 1], len(REQUESTS))]
+        text = torch.where(text == -1, self._colour_word[want_colour][:, None], text)
+        text = torch.where(text == -2, self._category_word[want_category][:, None], text)
+        return torch.where(text == -3, self._budget_word[budget][:, None], text)
+
+    # ------------------------------------------------------------------ slates
+    def _draw_slate(self, u: Tensor, want_category: Tensor, want_colour: Tensor) -> Tensor:
+        """int64[B, K] item ids: a shuffled 2x2 design of {wished, decoy} category x {wished, decoy} colour
+        (extra slots draw a random cell of the design), each slot a random item of its cell."""
+        k = self.params.slate_size
+        decoy_category = (want_category + 1 + rng.randint(u[:, 0], self._n_categories - 1)) % self._n_categories
+        decoy_colour = (want_colour + 1 + rng.randint(u[:, 1], self._n_colours - 1)) % self._n_colours
+        cells = torch.argsort(u[:, 2:6], dim=1, stable=True)  # a random order of the 4 cells
+        if k > 4:
+            cells = torch.cat([cells, rng.randint(u[:, 6 : 6 + k - 4], 4)], dim=1)
+        cells = cells[:, :k]
+        category = torch.where((cells & 1).bool(), decoy_category[:, None], want_category[:, None])
+        colour = torch.where((cells & 2).bool(), decoy_colour[:, None], want_colour[:, None])
+        pick = rng.randint(u[:, self._n_slate_draws - k :], self._combo_count[category, colour])
+        return self._combo_table[category, colour, pick]
+
+    # ------------------------------------------------------------------ user model
+    def _affinity(self, state: RecommendState, items: Tensor) -> Tensor:
+        """int64[B, ...] integer affinity of the shopper in each row for ``items`` int64[B, ...]."""
+        extra = (1,) * (items.dim() - 1)
+        v = lambda t: t.view(-1, *extra)  # noqa: E731 - broadcast a per-row value
+        category = self._item_category[items]
+        a = (category == v(state.want_category)) * _W_CATEGORY
+        a += (self._item_colour[items] == v(state.want_colour)) * _W_COLOUR
+        a += (self._item_pattern[items] == v(state.liked_pattern)) * _W_PATTERN
+        a -= (self._item_tier[items] > v(state.budget)) * _W_BUDGET
+        a -= (category == v(state.last_category)) * v(state.fatigue)
+        return a
+
+    def _expected_reward(self, state: RecommendState, items: Tensor, p_click: Tensor) -> Tensor:
+        mode = self.params.reward
+        if mode == "click":
+            return p_click
+        if mode == "revenue":
+            affordable = self._item_tier[items] <= state.budget[:, None]
+            return p_click * affordable * self.params.purchase_prob * self._item_price[items] / 100.0
+        leaves = (state.patience == 1)[:, None]
+        return p_click - (1 - p_click) * (0.5 + 2.0 * leaves)
+
+    def _slot_values(self, state: RecommendState) -> tuple[Tensor, Tensor]:
+        """Click probability and expected reward of every slot: float32[B, K] each."""
+        a = self._affinity(state, state.slate).clamp_(_A_MIN, _A_MAX)
+        p_click = self._click_table[a - _A_MIN]
+        return p_click, self._expected_reward(state, state.slate, p_click)
+
+    # ------------------------------------------------------------------ BatchedEnv
+    def _initial_state(self, episode_key: Tensor) -> RecommendState:
+        p = self.params
+        u = rng.uniform(episode_key, self._reset_draws)
+        batch = episode_key.shape[0]
+        pair = self._pairs[rng.randint(u[:, 0], self._pairs.shape[0])]
+        want_category, want_colour = pair[:, 0], pair[:, 1]
+        budget = rng.randint(u[:, 1], len(TIER_BOUNDS))
+        slate = self._draw_slate(u[:, 4 : 4 + self._n_slate_draws], want_category, want_colour)
+        intent = torch.full_like(budget, Intent.GREET)
+        text = self._utterance(intent, u[:, -2:], want_category, want_colour, budget)
+        minus_one = torch.full((batch,), -1, dtype=torch.int64, device=self.device)
+        return RecommendState(
+            want_category=want_category,
+            want_colour=want_colour,
+            budget=budget,
+            liked_pattern=rng.randint(u[:, 2], len(self.catalog.patterns)),
+            patience=p.patience + rng.randint(u[:, 3], 3),
+            fatigue=torch.zeros_like(budget),
+            last_category=minus_one,
+            slate=slate,
+            text=text,
+            last_action=minus_one.clone(),
+            last_reward=torch.zeros(batch, dtype=torch.float32, device=self.device),
+        )
+
+    def _transition(self, state: RecommendState, actions: Tensor, step_key: Tensor):
+        p = self.params
+        u = rng.uniform(step_key, self._step_draws)
+        p_click, expected = self._slot_values(state)
+        chosen_slot = actions[:, None]
+        chosen = state.slate.gather(1, chosen_slot).squeeze(1)
+        clicked = u[:, 0] < p_click.gather(1, chosen_slot).squeeze(1)
+        regret = expected.max(dim=1).values - expected.gather(1, chosen_slot).squeeze(1)
+        category, colour = self._item_category[chosen], self._item_colour[chosen]
+        over_budget = self._item_tier[chosen] > state.budget
+        purchased = clicked & ~over_budget & (u[:, 1] < p.purchase_prob)
+        revenue = torch.where(purchased, self._item_price[chosen], 0.0)
+
+        patience_max = p.patience + 2
+        patience = torch.where(clicked, torch.clamp(state.patience + 1, max=patience_max), state.patience - 1)
+        left = patience <= 0
+        if p.reward == "click":
+            reward = clicked.to(torch.float32)
+        elif p.reward == "revenue":
+            reward = revenue / 100.0
+        else:
+            reward = torch.where(clicked, 1.0, -0.5) - 2.0 * left
+
+        # interest drift and fatigue
+        same = clicked & (category == state.last_category)
+        fatigue = torch.where(clicked, torch.where(same, state.fatigue + 1, 1), state.fatigue)
+        last_category = torch.where(clicked, category, state.last_category)
+        drift_category = clicked & ((fatigue >= p.fatigue_limit) | (u[:, 2] < p.drift_category))
+        drift_colour = clicked & ~drift_category & (u[:, 3] < p.drift_colour)
+        new_category = (state.want_category + 1 + rng.randint(u[:, 4], self._n_categories - 1)) % self._n_categories
+        new_colour = (state.want_colour + 1 + rng.randint(u[:, 5], self._n_colours - 1)) % self._n_colours
+        want_category = torch.where(drift_category, new_category, state.want_category)
+        want_colour = torch.where(drift_colour, new_colour, state.want_colour)
+        fatigue = torch.where(drift_category, 0, fatigue)
+
+        intent = torch.where(
+            clicked,
+            torch.where(drift_category, Intent.DRIFT_CATEGORY, torch.where(drift_colour, Intent.DRIFT_COLOUR, Intent.LOVE)),
+            torch.where(
+                over_budget,
+                Intent.TOO_PRICEY,
+                torch.where(
+                    category != state.want_category,
+                    Intent.WRONG_CATEGORY,
+                    torch.where(colour != state.want_colour, Intent.WRONG_COLOUR, Intent.MEH),
+                ),
+            ),
+        )
+        slate = self._draw_slate(u[:, 6 : 6 + self._n_slate_draws], want_category, want_colour)
+        text = self._utterance(intent, u[:, -2:], want_category, want_colour, state.budget)
+        next_state = dataclasses.replace(
+            state,
+            want_category=want_category,
+            want_colour=want_colour,
+            patience=patience,
+            fatigue=fatigue,
+            last_category=last_category,
+            slate=slate,
+            text=text,
+            last_action=actions,
+            last_reward=reward,
+        )
+        info = {
+            "clicked": clicked,
+            "purchased": purchased,
+            "revenue": revenue,
+            "chosen_item": chosen,
+            "regret": regret,
+            "end_reason": torch.where(left, 1, torch.where(self.elapsed + 1 >= self.max_episode_steps, 2, 0)),
+        }
+        return next_state, reward, left, info
+
+    def _observe(self, state: RecommendState) -> dict[str, Tensor]:
+        cells = state.slate
+        if self._blank_cells.shape[1]:
+            cells = torch.cat([cells, self._blank_cells.expand(cells.shape[0], -1)], dim=1)
+        return {"image": self.renderer.render(cells), "text": state.text.clone()}
+
+    def _decision_info(self, state: RecommendState) -> dict[str, Tensor]:
+        p_click, expected = self._slot_values(state)
+        return {"affinity": p_click, "expected_reward": expected, "item_ids": state.slate.clone()}
+
+    # ------------------------------------------------------------------ rendering
+    def slot_box(self, slot: int, scale: int = 1) -> tuple[int, int, int, int]:
+        """Pixel box ``(x0, y0, x1, y1)`` of ``slot`` in the observation image, times ``scale``."""
+        rows, cols = self.params.grid
+        tile = self.params.tile
+        top = (self.params.image_size - rows * tile) // 2
+        left = (self.params.image_size - cols * tile) // 2
+        r, c = divmod(slot, cols)
+        x0, y0 = left + c * tile, top + r * tile
+        return x0 * scale, y0 * scale, (x0 + tile) * scale, (y0 + tile) * scale
+
+    def render_frame(self, index: int = 0, scale: int = 4) -> np.ndarray:
+        """HWC uint8 frame of instance ``index``: the slate enlarged, the utterance and the last outcome."""
+        if self.state is None:
+            raise RuntimeError("render() called before reset()")
+        row = torch.tensor([index], device=self.device)
+        state = dataclasses.replace(self.state, **{f.name: getattr(self.state, f.name)[row] for f in dataclasses.fields(self.state)})
+        image = self._observe(state)["image"][0].cpu().numpy()
+        last = int(state.last_action[0])
+        lines = [
+            f'"{self.decode(state.text[0])}"',
+            f"step {int(self.elapsed[index])}/{self.max_episode_steps}   return {float(self.episode_return[index]):.2f}",
+            "start of session" if last < 0 else f"last: slot {last}, reward {float(state.last_reward[0]):.2f}",
+        ]
+        return compose(enlarge(image, scale), lines)

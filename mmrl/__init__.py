@@ -1,0 +1,13 @@
+"""mmrl: reinforcement learning on multimodal (image + text) decision tasks.
+
+``import mmrl`` registers the environments (``mmrl/Recommend-v0``, ...) with Gymnasium.
+"""
+
+from mmrl.core import BatchedEnv, TextSpace, Vocabulary
+from mmrl.registration import ENV_CLASSES, make_batched, make_vec, register_envs
+
+__version__ = "0.1.0"
+
+register_envs()
+
+__all__ = ["BatchedEnv", "ENV_CLASSES", "TextSpace", "Vocabulary", "make_batched", "make_vec", "register_envs"]

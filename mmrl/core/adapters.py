@@ -1,0 +1,243 @@
+"""The three faces of a batched env: a Gymnasium ``Env``, a Gymnasium ``VectorEnv`` and an SB3 ``VecEnv``.
+
+All three drive the same :class:`~mmrl.core.batched_env.BatchedEnv`; they only convert tensors to
+numpy and shape the ``info`` the way each library expects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode
+from gymnasium.vector.utils import batch_space
+from stable_baselines3.common.vec_env import VecEnv
+from torch import Tensor
+
+from mmrl.core.batched_env import BatchedEnv, Info, Observation
+
+
+def to_numpy(tree: Any) -> Any:
+    """Tensors (possibly nested in dicts) to numpy arrays."""
+    if isinstance(tree, Tensor):
+        return tree.detach().cpu().numpy()
+    if isinstance(tree, dict):
+        return {k: to_numpy(v) for k, v in tree.items()}
+    return tree
+
+
+def row_info(info: Info, num_envs: int, row: int) -> dict[str, Any]:
+    """The per-row entries of a batched info (tensors with a leading batch dimension), as numpy."""
+    out = {}
+    for key, value in info.items():
+        if isinstance(value, Tensor) and value.dim() >= 1 and value.shape[0] == num_envs:
+            item = value[row].detach().cpu().numpy()
+            out[key] = item.item() if item.ndim == 0 else item
+    return out
+
+
+def batch_info(info: Info, num_envs: int) -> dict[str, np.ndarray]:
+    """The per-row entries of a batched info as numpy arrays, each with Gymnasium's ``_key`` mask."""
+    out: dict[str, np.ndarray] = {}
+    for key, value in info.items():
+        if isinstance(value, Tensor) and value.dim() >= 1 and value.shape[0] == num_envs:
+            out[key] = value.detach().cpu().numpy()
+            out[f"_{key}"] = np.ones(num_envs, dtype=bool)
+    return out
+
+
+class SingleEnv(gym.Env):
+    """A Gymnasium ``Env`` over one instance of a batched env on the CPU (numpy observations).
+
+    :param batched_env: a :class:`BatchedEnv` with ``num_envs == 1``.
+    :param render_mode: ``None`` or ``"rgb_array"``.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 2}
+
+    def __init__(self, batched_env: BatchedEnv, render_mode: str | None = None):
+        if batched_env.num_envs != 1:
+            raise ValueError(f"SingleEnv needs a batched env with num_envs=1; got {batched_env.num_envs}")
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode must be None or 'rgb_array'; got {render_mode!r}")
+        self.batched_env = batched_env
+        self.render_mode = render_mode
+        self.observation_space = batched_env.single_observation_space
+        self.action_space = batched_env.single_action_space
+        self.metadata = dict(batched_env.metadata)
+
+    @staticmethod
+    def _row(obs: Observation) -> dict[str, np.ndarray]:
+        return {k: v[0].detach().cpu().numpy() for k, v in obs.items()}
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        if seed is None and self.batched_env.state is None:
+            seed = int(self.np_random.integers(2**31 - 1))
+        obs, info = self.batched_env.reset(seed=seed)
+        return self._row(obs), row_info(info, 1, 0)
+
+    def step(self, action: Any):
+        if not self.action_space.contains(action):
+            raise ValueError(
+                f"invalid action {action!r} ({type(action).__name__}): expected an integer in [0, {self.action_space.n})"
+            )
+        actions = torch.as_tensor([int(action)], dtype=torch.int64)
+        obs, reward, terminated, truncated, info = self.batched_env.step(actions, autoreset=False)
+        return self._row(obs), float(reward[0]), bool(terminated[0]), bool(truncated[0]), row_info(info, 1, 0)
+
+    def render(self) -> np.ndarray | None:
+        if self.render_mode is None:
+            gym.logger.warn("render() called without render_mode='rgb_array'; returning None")
+            return None
+        return self.batched_env.render_frame(0)
+
+    def decode(self, ids: Sequence[int] | np.ndarray) -> str:
+        """Token ids of a text observation to the string."""
+        return self.batched_env.decode(ids)
+
+
+class GymVectorEnv(gym.vector.VectorEnv):
+    """A native Gymnasium ``VectorEnv`` (same-step autoreset) over a batched env; numpy out.
+
+    Finished sub-envs restart within the same ``step``; their last observation and info are in
+    ``infos["final_obs"]`` / ``infos["final_info"]`` with the masks ``_final_obs`` / ``_final_info``.
+    """
+
+    metadata = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": ["rgb_array"], "render_fps": 2}
+
+    def __init__(self, batched_env: BatchedEnv, render_mode: str | None = None):
+        self.batched_env = batched_env
+        self.num_envs = batched_env.num_envs
+        self.render_mode = render_mode
+        self.single_observation_space = batched_env.single_observation_space
+        self.single_action_space = batched_env.single_action_space
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+
+    def reset(self, *, seed: int | Sequence[int] | None = None, options: dict[str, Any] | None = None):
+        mask = (options or {}).get("reset_mask")
+        obs, info = self.batched_env.reset(seed=seed, mask=mask)
+        return to_numpy(obs), batch_info(info, self.num_envs)
+
+    def step(self, actions: np.ndarray):
+        obs, reward, terminated, truncated, info = self.batched_env.step(actions)
+        infos = batch_info(info, self.num_envs)
+        done_index = info["done_index"].cpu().numpy()
+        if done_index.size:
+            mask = np.zeros(self.num_envs, dtype=bool)
+            mask[done_index] = True
+            final_obs = np.full(self.num_envs, None, dtype=object)
+            final = to_numpy(info["final_observation"])
+            for j, row in enumerate(done_index):  # only the finished rows
+                final_obs[row] = {k: v[j] for k, v in final.items()}
+            infos["final_obs"], infos["_final_obs"] = final_obs, mask
+            infos["final_info"] = {k: v for k, v in infos.items() if not k.startswith("_") and k not in ("final_obs",)}
+            infos["final_info"].update({f"_{k}": mask for k in list(infos["final_info"])})
+            infos["_final_info"] = mask
+        return (
+            to_numpy(obs),
+            reward.cpu().numpy().astype(np.float64),
+            terminated.cpu().numpy(),
+            truncated.cpu().numpy(),
+            infos,
+        )
+
+    def render(self) -> tuple[np.ndarray, ...] | None:
+        if self.render_mode is None:
+            return None
+        return tuple(self.batched_env.render_frame(i) for i in range(self.num_envs))
+
+    def close_extras(self, **kwargs: Any) -> None:
+        pass
+
+
+class SB3VecEnv(VecEnv):
+    """A Stable-Baselines3 ``VecEnv`` over a batched env.
+
+    Observations are numpy by default (stock SB3). With ``as_tensors=True`` they stay torch tensors
+    on the env's device, for mmrl's device-resident agents. Each finished env's info carries
+    ``terminal_observation``, ``TimeLimit.truncated`` and ``episode`` (``r``, ``l``, as SB3's
+    Monitor writes it), so no extra monitor wrapper is needed. Other env info is per-row on request:
+
+    :param info_keys: names of batched-info entries to copy into every env's info dict.
+    """
+
+    def __init__(self, batched_env: BatchedEnv, as_tensors: bool = False, info_keys: Sequence[str] = ()):
+        self.batched_env = batched_env
+        self.as_tensors = as_tensors
+        self.info_keys = tuple(info_keys)
+        self.render_mode = "rgb_array"
+        self._actions: Tensor | np.ndarray | None = None
+        self.last_info: Info = {}
+        super().__init__(batched_env.num_envs, batched_env.single_observation_space, batched_env.single_action_space)
+
+    def _out(self, obs: Observation) -> Any:
+        return obs if self.as_tensors else to_numpy(obs)
+
+    def reset(self):
+        seeds = None if self._seeds[0] is None else [int(s) for s in self._seeds]  # type: ignore[arg-type]
+        obs, info = self.batched_env.reset(seed=seeds)
+        self._reset_seeds()
+        self._reset_options()
+        self.last_info = info
+        self.reset_infos = [{} for _ in range(self.num_envs)]
+        return self._out(obs)
+
+    def step_async(self, actions: np.ndarray | Tensor) -> None:
+        self._actions = actions
+
+    def step_wait(self):
+        if self._actions is None:
+            raise RuntimeError("step_wait() called without step_async()")
+        obs, reward, terminated, truncated, info = self.batched_env.step(self._actions)
+        self._actions = None
+        self.last_info = info
+        done = terminated | truncated
+        infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
+        if self.info_keys:
+            host = {k: info[k].cpu().numpy() for k in self.info_keys}
+            for i, row in enumerate(infos):
+                row.update({k: v[i] for k, v in host.items()})
+        done_index = info["done_index"].cpu().numpy()
+        if done_index.size:
+            final = info["final_observation"] if self.as_tensors else to_numpy(info["final_observation"])
+            time_limit = (truncated & ~terminated)[info["done_index"]].cpu().numpy()
+            returns = info["episode_return"][info["done_index"]].cpu().numpy()
+            lengths = info["episode_length"][info["done_index"]].cpu().numpy()
+            for j, row in enumerate(done_index.tolist()):  # only the finished rows
+                infos[row]["terminal_observation"] = {k: v[j] for k, v in final.items()}
+                infos[row]["TimeLimit.truncated"] = bool(time_limit[j])
+                infos[row]["episode"] = {"r": float(returns[j]), "l": int(lengths[j])}
+        if self.as_tensors:
+            return obs, reward, done, infos
+        return to_numpy(obs), reward.cpu().numpy(), done.cpu().numpy(), infos
+
+    def close(self) -> None:
+        pass
+
+    def get_images(self) -> Sequence[np.ndarray | None]:
+        return [self.batched_env.render_frame(i) for i in range(self.num_envs)]
+
+    def _targets(self, indices: Any) -> list[int]:
+        return list(self._get_indices(indices))
+
+    def get_attr(self, attr_name: str, indices: Any = None) -> list[Any]:
+        owner = self if attr_name == "render_mode" else self.batched_env
+        return [getattr(owner, attr_name) for _ in self._targets(indices)]
+
+    def set_attr(self, attr_name: str, value: Any, indices: Any = None) -> None:
+        setattr(self.batched_env, attr_name, value)
+
+    def env_method(self, method_name: str, *method_args: Any, indices: Any = None, **method_kwargs: Any) -> list[Any]:
+        result = getattr(self.batched_env, method_name)(*method_args, **method_kwargs)
+        return [result for _ in self._targets(indices)]
+
+    def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: Any = None) -> list[bool]:
+        return [False for _ in self._targets(indices)]
+
+
+EnvFactory = Callable[..., BatchedEnv]

@@ -1,0 +1,237 @@
+"""The batched environment engine: one simulator over torch tensors, many instances per process.
+
+A concrete env subclasses :class:`BatchedEnv` and writes three pure pieces of logic over batch-first
+tensors: ``_initial_state`` (fresh episodes for some rows), ``_transition`` (one step for all rows)
+and ``_observe`` (state to observation). The base owns everything else, written once:
+
+* per-instance counter-based randomness (:mod:`mmrl.core.rng`): row ``i`` of a batch seeded ``s``
+  is seeded ``s + i`` and replays exactly what a single env seeded ``s + i`` does;
+* episode counters, truncation at ``max_episode_steps``, episode return/length bookkeeping;
+* automatic reset of finished rows inside :meth:`step` (SB3's convention), keeping the finished
+  episode's last observation for the caller (``info["final_observation"]``);
+* action validation with errors that name the bad value.
+
+No method loops over instances in Python; finished rows are re-initialised as one sub-batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from torch import Tensor
+
+from mmrl.core import rng
+from mmrl.core.spaces import TextSpace
+
+StateT = TypeVar("StateT")
+Observation = dict[str, Tensor]
+Info = dict[str, Any]
+
+
+def select_rows(state: StateT, index: Tensor) -> StateT:
+    """The rows ``index`` of every tensor field of a dataclass state."""
+    return dataclasses.replace(state, **{f.name: getattr(state, f.name)[index] for f in dataclasses.fields(state)})
+
+
+def assign_rows(state: StateT, index: Tensor, rows: StateT) -> None:
+    """Write ``rows`` (a state of ``len(index)`` rows) into ``state`` at ``index``, in place."""
+    for f in dataclasses.fields(state):
+        getattr(state, f.name)[index] = getattr(rows, f.name)
+
+
+def as_seed_tensor(seed: int | Sequence[int] | np.ndarray | Tensor, num_envs: int, device: torch.device) -> Tensor:
+    """Per-row seeds int64[B]: an int ``s`` gives ``s, s+1, ...`` (as Gymnasium's vector envs do)."""
+    if isinstance(seed, (int, np.integer)):
+        if seed < 0:
+            raise ValueError(f"seed must be a non-negative integer; got {seed}")
+        return torch.arange(num_envs, dtype=torch.int64, device=device) + int(seed)
+    seeds = torch.as_tensor(np.asarray(seed) if not isinstance(seed, Tensor) else seed, device=device)
+    if seeds.shape != (num_envs,) or seeds.dtype.is_floating_point or seeds.dtype == torch.bool:
+        raise ValueError(f"seed must be an int or {num_envs} integers; got {seed!r}")
+    if bool((seeds < 0).any()):
+        raise ValueError(f"seeds must be non-negative; got {seed!r}")
+    return seeds.to(torch.int64)
+
+
+class BatchedEnv(ABC, Generic[StateT]):
+    """Base of every mmrl environment: ``num_envs`` instances stepped as one tensor program.
+
+    Subclasses set ``single_observation_space`` (a ``Dict`` with ``image`` and ``text``),
+    ``single_action_space`` and ``max_episode_steps`` in ``__init__`` before calling
+    :meth:`_finish_init`.
+
+    :param num_envs: number of instances ``B``.
+    :param device: torch device holding every state tensor.
+    """
+
+    metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 2}
+    single_observation_space: spaces.Dict
+    single_action_space: spaces.Discrete
+    max_episode_steps: int
+
+    def __init__(self, num_envs: int, device: torch.device | str = "cpu"):
+        if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+            raise ValueError(f"num_envs must be a positive integer; got {num_envs!r}")
+        self.num_envs = int(num_envs)
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} was asked for but CUDA is not available")
+        self.validate_actions = True
+        self.state: StateT | None = None
+        zeros = torch.zeros(self.num_envs, dtype=torch.int64, device=self.device)
+        self.seeds = zeros.clone()
+        self.episode = zeros.clone()
+        self.elapsed = zeros.clone()
+        self.episode_return = torch.zeros(self.num_envs, dtype=torch.float32, device=self.device)
+        self._stream = zeros.clone()
+        self._episode_key = zeros.clone()
+        self._needs_reset = torch.ones(self.num_envs, dtype=torch.bool, device=self.device)
+
+    # ------------------------------------------------------------------ subclass API
+    @abstractmethod
+    def _initial_state(self, episode_key: Tensor) -> StateT:
+        """Fresh episode states for ``len(episode_key)`` rows, drawn from ``rng.uniform(episode_key, ...)``."""
+
+    @abstractmethod
+    def _transition(
+        self, state: StateT, actions: Tensor, step_key: Tensor
+    ) -> tuple[StateT, Tensor, Tensor, dict[str, Tensor]]:
+        """One step for all rows: ``(next_state, reward float32[B], terminated bool[B], step_info)``.
+
+        ``step_info`` describes the step just taken (e.g. whether the user clicked)."""
+
+    @abstractmethod
+    def _observe(self, state: StateT) -> Observation:
+        """Observation tensors for every row of ``state`` (batch-first, matching the single space)."""
+
+    def _decision_info(self, state: StateT) -> dict[str, Tensor]:
+        """Info about the decision the returned observation poses (e.g. true values of each action)."""
+        return {}
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def text_space(self) -> TextSpace:
+        return self.single_observation_space["text"]  # type: ignore[return-value]
+
+    def decode(self, ids: Tensor | np.ndarray | Sequence[int]) -> str:
+        """Token ids of one text observation to the string they stand for."""
+        if isinstance(ids, Tensor):
+            ids = ids.detach().cpu().numpy()
+        return self.text_space.vocabulary.decode(ids)
+
+    # ------------------------------------------------------------------ public API
+    def reset(
+        self, seed: int | Sequence[int] | Tensor | None = None, mask: Tensor | np.ndarray | None = None
+    ) -> tuple[Observation, Info]:
+        """Start new episodes in all rows (or in the rows where ``mask`` is true).
+
+        :param seed: ``None`` continues each row's stream with its next episode (a fresh random
+            base seed on the very first reset); an int ``s`` seeds row ``i`` with ``s + i``; a
+            sequence gives each row its seed.
+        :param mask: bool[B]; rows to reset (others keep their episode and are returned unchanged).
+        """
+        rows = self._reset_rows(mask)
+        if seed is not None:
+            self.seeds[rows] = as_seed_tensor(seed, self.num_envs, self.device)[rows]
+            self._stream[rows] = rng.stream_key(self.seeds[rows])
+            self.episode[rows] = 0
+        elif self.state is None:
+            base = int(np.random.SeedSequence().generate_state(1, dtype=np.uint32)[0])
+            self.seeds[rows] = as_seed_tensor(base, self.num_envs, self.device)[rows]
+            self._stream[rows] = rng.stream_key(self.seeds[rows])
+            self.episode[rows] = 0
+        else:
+            self.episode[rows] += 1
+        self._begin_episodes(rows)
+        obs = self._observe(self.state)
+        return obs, self._decision_info(self.state)
+
+    def step(self, actions: Tensor | np.ndarray, autoreset: bool = True) -> tuple[Observation, Tensor, Tensor, Tensor, Info]:
+        """Advance every row by one step.
+
+        :param actions: int64[B] (a tensor on any device, or a numpy array).
+        :param autoreset: restart finished rows in the same call (their last observation goes to
+            ``info["final_observation"]``, indexed by ``info["done_index"]``). Without it a finished
+            row must be reset before it is stepped again.
+        :returns: ``(obs, reward float32[B], terminated bool[B], truncated bool[B], info)``.
+        """
+        if self.state is None:
+            raise RuntimeError("step() called before reset(); call reset() first")
+        actions = self._check_actions(actions)
+        if not autoreset and bool(self._needs_reset.any()):
+            bad = torch.nonzero(self._needs_reset).flatten().tolist()[:8]
+            raise RuntimeError(f"step() called on finished episodes (rows {bad}); call reset() first")
+        key = rng.step_key(self._episode_key, self.elapsed)
+        self.state, reward, terminated, step_info = self._transition(self.state, actions, key)
+        self.elapsed += 1
+        truncated = (self.elapsed >= self.max_episode_steps) & ~terminated
+        done = terminated | truncated
+        self.episode_return += reward
+        info: Info = dict(step_info)
+        info["episode_return"] = self.episode_return.clone()
+        info["episode_length"] = self.elapsed.clone()
+        obs = self._observe(self.state)
+        if autoreset:
+            done_index = torch.nonzero(done).flatten()
+            info["done_index"] = done_index
+            info["final_observation"] = {k: v[done_index] for k, v in obs.items()}
+            if done_index.numel():
+                self.episode[done_index] += 1
+                self._begin_episodes(done_index)
+                fresh = self._observe(select_rows(self.state, done_index))
+                for k, v in obs.items():
+                    v[done_index] = fresh[k]
+        else:
+            self._needs_reset = done
+        info.update(self._decision_info(self.state))
+        return obs, reward, terminated, truncated, info
+
+    # ------------------------------------------------------------------ internals
+    def _reset_rows(self, mask: Tensor | np.ndarray | None) -> Tensor:
+        if mask is None:
+            return torch.arange(self.num_envs, device=self.device)
+        mask = torch.as_tensor(mask, device=self.device)
+        if mask.shape != (self.num_envs,) or mask.dtype != torch.bool:
+            raise ValueError(f"reset mask must be bool[{self.num_envs}]; got {mask.dtype} {tuple(mask.shape)}")
+        if self.state is None and not bool(mask.all()):
+            raise RuntimeError("the first reset() must reset every row (mask=None)")
+        return torch.nonzero(mask).flatten()
+
+    def _begin_episodes(self, rows: Tensor) -> None:
+        self._episode_key[rows] = rng.episode_key(self._stream[rows], self.episode[rows])
+        self.elapsed[rows] = 0
+        self.episode_return[rows] = 0.0
+        self._needs_reset[rows] = False
+        fresh = self._initial_state(self._episode_key[rows])
+        if self.state is None:
+            self.state = fresh
+        else:
+            assign_rows(self.state, rows, fresh)
+
+    def _check_actions(self, actions: Tensor | np.ndarray) -> Tensor:
+        if not isinstance(actions, Tensor):
+            array = np.asarray(actions)
+            if array.dtype == object:
+                raise ValueError(f"actions must be integers; got {actions!r}")
+            actions = torch.from_numpy(np.ascontiguousarray(array))
+        n = self.single_action_space.n
+        if actions.shape != (self.num_envs,):
+            raise ValueError(f"actions must have shape ({self.num_envs},); got {tuple(actions.shape)}")
+        if actions.dtype.is_floating_point or actions.dtype.is_complex or actions.dtype == torch.bool:
+            nan = " (contains NaN)" if actions.dtype.is_floating_point and bool(torch.isnan(actions).any()) else ""
+            raise ValueError(f"actions must be integers in [0, {n}); got dtype {actions.dtype}{nan}: {actions[:8].tolist()}")
+        actions = actions.to(self.device, torch.int64, non_blocking=True)
+        if self.validate_actions:
+            bad = (actions < 0) | (actions >= n)
+            if bool(bad.any()):
+                rows = torch.nonzero(bad).flatten()[:8]
+                raise ValueError(
+                    f"actions must be in [0, {n}); got {actions[rows].tolist()} at rows {rows.tolist()}"
+                )
+        return actions
