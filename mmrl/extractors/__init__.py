@@ -1,0 +1,1 @@
+"""Fusion feature extractors for SB3 policies (image encoders, text encoders, fusion modules)."""

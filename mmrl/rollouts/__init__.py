@@ -1,0 +1,1 @@
+"""Device-resident rollout and replay buffers for the fast agents."""
