@@ -12,6 +12,7 @@ that OpenCV reads.
 from __future__ import annotations
 
 import csv
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -154,9 +155,10 @@ def draw_item(category: int, colour_rgb: tuple[int, int, int], pattern: int, tie
 
 
 # ---------------------------------------------------------------------------- catalogues
+@functools.lru_cache(maxsize=8)
 def procedural_catalog(tile: int, seed: int = 0) -> Catalog:
     """Every combination of 8 categories x 8 colours x 4 patterns x 4 price tiers (1024 items);
-    prices are drawn within their tier from ``seed``."""
+    prices are drawn within their tier from ``seed``. Cached: treat the result as read-only."""
     rng = np.random.default_rng(seed)
     grid = np.stack(np.meshgrid(*(np.arange(n) for n in (len(CATEGORIES), len(COLOURS), len(PATTERNS), len(TIER_BOUNDS))), indexing="ij"), -1).reshape(-1, 4)
     cat, col, pat, tier = grid.T

@@ -391,8 +391,8 @@ class Recommend(BatchedEnv[RecommendState]):
             last_category=last_category,
             slate=slate,
             text=text,
-            last_action=actions,
-            last_reward=reward,
+            last_action=actions.clone(),
+            last_reward=reward.clone(),
         )
         info = {
             "clicked": clicked,

@@ -36,13 +36,15 @@ Info = dict[str, Any]
 
 def select_rows(state: StateT, index: Tensor) -> StateT:
     """The rows ``index`` of every tensor field of a dataclass state."""
-    return dataclasses.replace(state, **{f.name: getattr(state, f.name)[index] for f in dataclasses.fields(state)})
+    return dataclasses.replace(
+        state, **{f.name: getattr(state, f.name).index_select(0, index) for f in dataclasses.fields(state)}
+    )
 
 
 def assign_rows(state: StateT, index: Tensor, rows: StateT) -> None:
     """Write ``rows`` (a state of ``len(index)`` rows) into ``state`` at ``index``, in place."""
     for f in dataclasses.fields(state):
-        getattr(state, f.name)[index] = getattr(rows, f.name)
+        getattr(state, f.name).index_copy_(0, index, getattr(rows, f.name))
 
 
 def as_seed_tensor(seed: int | Sequence[int] | np.ndarray | Tensor, num_envs: int, device: torch.device) -> Tensor:
@@ -180,13 +182,13 @@ class BatchedEnv(ABC, Generic[StateT]):
         if autoreset:
             done_index = torch.nonzero(done).flatten()
             info["done_index"] = done_index
-            info["final_observation"] = {k: v[done_index] for k, v in obs.items()}
+            info["final_observation"] = {k: v.index_select(0, done_index) for k, v in obs.items()}
             if done_index.numel():
                 self.episode[done_index] += 1
                 self._begin_episodes(done_index)
                 fresh = self._observe(select_rows(self.state, done_index))
                 for k, v in obs.items():
-                    v[done_index] = fresh[k]
+                    v.index_copy_(0, done_index, fresh[k])
         else:
             self._needs_reset = done
         info.update(self._decision_info(self.state))

@@ -1,9 +1,11 @@
 """Compose observation images from a sprite atlas by tensor indexing.
 
-An image is a ``rows x cols`` grid of square sprites. Rendering a batch is one gather of whole
-sprites (contiguous blocks) and one permuted copy into the image layout. When the sprite width is
-a multiple of 8 the copy moves 8-byte words instead of bytes (see FACTS.md: naive per-pixel advanced
-indexing is ~40x slower than a copy; moving rows as int64 words is ~6x faster than that).
+An image is a ``rows x cols`` grid of square sprites. Rendering a batch is a single
+``index_select`` of sprite *row strips*: the output image, viewed as rows of ``T`` pixels, is
+gathered strip by strip from the atlas, so the gather writes the final layout directly and no
+permuted copy follows. When the sprite width is a multiple of 8, a strip is moved as ``T / 8``
+int64 words. (FACTS.md: naive per-pixel advanced indexing runs ~40x slower than a copy; here the
+gather runs within ~3x of a plain copy of the image bytes, see BENCHMARKS.md.)
 """
 
 from __future__ import annotations
@@ -32,7 +34,11 @@ class SpriteRenderer:
         self.rows, self.cols, self.tile, self.image_size = rows, cols, tile, image_size
         self.atlas = atlas.contiguous()
         self._word = 8 if tile % 8 == 0 else 1
-        self._atlas_words = self.atlas.view(torch.int64) if self._word == 8 else self.atlas
+        words = self.atlas.view(torch.int64) if self._word == 8 else self.atlas
+        self._strips = words.reshape(-1, tile // self._word)  # [S * 3 * T, T / w]: one sprite row each
+        # strip offset of (channel, row-in-sprite) within a sprite: int64[1, 3, 1, T, 1]
+        channel = torch.arange(3, device=atlas.device).view(1, 3, 1, 1, 1) * tile
+        self._offsets = channel + torch.arange(tile, device=atlas.device).view(1, 1, 1, tile, 1)
         top = (image_size - rows * tile) // 2
         left = (image_size - cols * tile) // 2
         self._pad = (left, image_size - cols * tile - left, top, image_size - rows * tile - top)
@@ -48,12 +54,12 @@ class SpriteRenderer:
     def render(self, sprite_ids: Tensor) -> Tensor:
         """``int64[B, rows * cols]`` sprite ids to ``uint8[B, 3, image_size, image_size]``."""
         batch = sprite_ids.shape[0]
-        tiles = self._atlas_words[sprite_ids]  # [B, R*C, 3, T, T/w]
-        tiles = tiles.view(batch, self.rows, self.cols, 3, self.tile, -1)
-        grid = tiles.permute(0, 3, 1, 4, 2, 5).contiguous()  # [B, 3, R, T, C, T/w]
+        first_strip = (sprite_ids * (3 * self.tile)).view(batch, 1, self.rows, 1, self.cols)
+        index = (first_strip + self._offsets).view(-1)  # [B, 3, R, T, C] strips in output order
+        strips = torch.index_select(self._strips, 0, index)
         if self._word == 8:
-            grid = grid.view(torch.uint8)
-        image = grid.view(batch, 3, self.rows * self.tile, self.cols * self.tile)
+            strips = strips.view(torch.uint8)
+        image = strips.view(batch, 3, self.rows * self.tile, self.cols * self.tile)
         if any(self._pad):
             image = F.pad(image, self._pad)
         return image
