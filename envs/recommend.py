@@ -45,6 +45,7 @@ per click (up to ``patience + 2``).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from dataclasses import dataclass
 from enum import IntEnum
@@ -183,6 +184,8 @@ class RecommendState:
     text: Tensor  # int64[B, L]
     last_action: Tensor  # int64[B] (-1 at the start)
     last_reward: Tensor  # float32[B]
+    slot_click: Tensor  # float32[B, K], true click probability of each slot of ``slate``
+    slot_value: Tensor  # float32[B, K], expected reward of each slot of ``slate``
 
 
 class Recommend(BatchedEnv[RecommendState]):
@@ -219,6 +222,7 @@ class Recommend(BatchedEnv[RecommendState]):
         a = torch.arange(_A_MIN, _A_MAX + 1, dtype=torch.float64)
         self._click_table = torch.sigmoid(0.75 * (a - 7)).to(torch.float32).to(dev)
         self._text_table = self._build_text_table().to(dev)
+        self._orders = torch.tensor(list(itertools.permutations(range(4))), dtype=torch.int64, device=dev)
         self._category_word = torch.tensor([self.vocabulary.id(w) for w in cat.categories], device=dev)
         self._colour_word = torch.tensor([self.vocabulary.id(w) for w in cat.colours], device=dev)
         self._budget_word = torch.tensor([self.vocabulary.id(w) for w in budget_words], device=dev)
@@ -257,9 +261,11 @@ class Recommend(BatchedEnv[RecommendState]):
         """int64[B, L] token ids of the shopper's feedback for ``intent`` followed by their wish."""
         phrasing = intent * PHRASINGS + rng.randint(u[:, 0], PHRASINGS)
         text = self._text_table[phrasing, rng.randint(u[:, 1], len(REQUESTS))]
-        text = torch.where(text == -1, self._colour_word[want_colour][:, None], text)
-        text = torch.where(text == -2, self._category_word[want_category][:, None], text)
-        return torch.where(text == -3, self._budget_word[budget][:, None], text)
+        # placeholders -1, -2, -3 pick the wish's colour, category and budget word of the row
+        words = torch.stack(
+            [self._colour_word[want_colour], self._category_word[want_category], self._budget_word[budget]], dim=1
+        )
+        return torch.where(text < 0, words.gather(1, (-1 - text).clamp_(min=0)), text)
 
     # ------------------------------------------------------------------ slates
     def _draw_slate(self, u: Tensor, want_category: Tensor, want_colour: Tensor) -> Tensor:
@@ -268,7 +274,7 @@ class Recommend(BatchedEnv[RecommendState]):
         k = self.params.slate_size
         decoy_category = (want_category + 1 + rng.randint(u[:, 0], self._n_categories - 1)) % self._n_categories
         decoy_colour = (want_colour + 1 + rng.randint(u[:, 1], self._n_colours - 1)) % self._n_colours
-        cells = torch.argsort(u[:, 2:6], dim=1, stable=True)  # a random order of the 4 cells
+        cells = self._orders[rng.randint(u[:, 2], self._orders.shape[0])]  # a random order of the 4 cells
         if k > 4:
             cells = torch.cat([cells, rng.randint(u[:, 6 : 6 + k - 4], 4)], dim=1)
         cells = cells[:, :k]
@@ -300,11 +306,12 @@ class Recommend(BatchedEnv[RecommendState]):
         leaves = (state.patience == 1)[:, None]
         return p_click - (1 - p_click) * (0.5 + 2.0 * leaves)
 
-    def _slot_values(self, state: RecommendState) -> tuple[Tensor, Tensor]:
-        """Click probability and expected reward of every slot: float32[B, K] each."""
+    def _with_slot_values(self, state: RecommendState) -> RecommendState:
+        """``state`` with the click probability and expected reward of every slot of its slate."""
         a = self._affinity(state, state.slate).clamp_(_A_MIN, _A_MAX)
-        p_click = self._click_table[a - _A_MIN]
-        return p_click, self._expected_reward(state, state.slate, p_click)
+        state.slot_click = self._click_table[a - _A_MIN]
+        state.slot_value = self._expected_reward(state, state.slate, state.slot_click)
+        return state
 
     # ------------------------------------------------------------------ BatchedEnv
     def _initial_state(self, episode_key: Tensor) -> RecommendState:
@@ -318,7 +325,8 @@ class Recommend(BatchedEnv[RecommendState]):
         intent = torch.full_like(budget, Intent.GREET)
         text = self._utterance(intent, u[:, -2:], want_category, want_colour, budget)
         minus_one = torch.full((batch,), -1, dtype=torch.int64, device=self.device)
-        return RecommendState(
+        values = torch.zeros(batch, p.slate_size, dtype=torch.float32, device=self.device)
+        state = RecommendState(
             want_category=want_category,
             want_colour=want_colour,
             budget=budget,
@@ -330,12 +338,15 @@ class Recommend(BatchedEnv[RecommendState]):
             text=text,
             last_action=minus_one.clone(),
             last_reward=torch.zeros(batch, dtype=torch.float32, device=self.device),
+            slot_click=values,
+            slot_value=values,
         )
+        return self._with_slot_values(state)
 
     def _transition(self, state: RecommendState, actions: Tensor, step_key: Tensor):
         p = self.params
         u = rng.uniform(step_key, self._step_draws)
-        p_click, expected = self._slot_values(state)
+        p_click, expected = state.slot_click, state.slot_value
         chosen_slot = actions[:, None]
         chosen = state.slate.gather(1, chosen_slot).squeeze(1)
         clicked = u[:, 0] < p_click.gather(1, chosen_slot).squeeze(1)
@@ -394,6 +405,7 @@ class Recommend(BatchedEnv[RecommendState]):
             last_action=actions.clone(),
             last_reward=reward.clone(),
         )
+        next_state = self._with_slot_values(next_state)
         info = {
             "clicked": clicked,
             "purchased": purchased,
@@ -411,8 +423,7 @@ class Recommend(BatchedEnv[RecommendState]):
         return {"image": self.renderer.render(cells), "text": state.text.clone()}
 
     def _decision_info(self, state: RecommendState) -> dict[str, Tensor]:
-        p_click, expected = self._slot_values(state)
-        return {"affinity": p_click, "expected_reward": expected, "item_ids": state.slate.clone()}
+        return {"affinity": state.slot_click.clone(), "expected_reward": state.slot_value.clone(), "item_ids": state.slate.clone()}
 
     # ------------------------------------------------------------------ rendering
     def slot_box(self, slot: int, scale: int = 1) -> tuple[int, int, int, int]:

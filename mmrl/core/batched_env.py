@@ -178,19 +178,16 @@ class BatchedEnv(ABC, Generic[StateT]):
         info: Info = dict(step_info)
         info["episode_return"] = self.episode_return.clone()
         info["episode_length"] = self.elapsed.clone()
-        obs = self._observe(self.state)
         if autoreset:
             done_index = torch.nonzero(done).flatten()
             info["done_index"] = done_index
-            info["final_observation"] = {k: v.index_select(0, done_index) for k, v in obs.items()}
+            info["final_observation"] = self._observe(select_rows(self.state, done_index))
             if done_index.numel():
                 self.episode[done_index] += 1
                 self._begin_episodes(done_index)
-                fresh = self._observe(select_rows(self.state, done_index))
-                for k, v in obs.items():
-                    v.index_copy_(0, done_index, fresh[k])
         else:
             self._needs_reset = done
+        obs = self._observe(self.state)
         info.update(self._decision_info(self.state))
         return obs, reward, terminated, truncated, info
 

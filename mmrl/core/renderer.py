@@ -36,9 +36,13 @@ class SpriteRenderer:
         self._word = 8 if tile % 8 == 0 else 1
         words = self.atlas.view(torch.int64) if self._word == 8 else self.atlas
         self._strips = words.reshape(-1, tile // self._word)  # [S * 3 * T, T / w]: one sprite row each
-        # strip offset of (channel, row-in-sprite) within a sprite: int64[1, 3, 1, T, 1]
-        channel = torch.arange(3, device=atlas.device).view(1, 3, 1, 1, 1) * tile
-        self._offsets = channel + torch.arange(tile, device=atlas.device).view(1, 1, 1, tile, 1)
+        # For each output strip, in output order (channel, grid row, row in sprite, grid column):
+        # which grid cell it comes from, and its strip offset within that cell's sprite.
+        c, r, y, x = torch.meshgrid(
+            torch.arange(3), torch.arange(rows), torch.arange(tile), torch.arange(cols), indexing="ij"
+        )
+        self._cell_of_strip = (r * cols + x).reshape(1, -1).to(atlas.device)
+        self._offset_of_strip = (c * tile + y).reshape(1, -1).to(atlas.device)
         top = (image_size - rows * tile) // 2
         left = (image_size - cols * tile) // 2
         self._pad = (left, image_size - cols * tile - left, top, image_size - rows * tile - top)
@@ -54,8 +58,8 @@ class SpriteRenderer:
     def render(self, sprite_ids: Tensor) -> Tensor:
         """``int64[B, rows * cols]`` sprite ids to ``uint8[B, 3, image_size, image_size]``."""
         batch = sprite_ids.shape[0]
-        first_strip = (sprite_ids * (3 * self.tile)).view(batch, 1, self.rows, 1, self.cols)
-        index = (first_strip + self._offsets).view(-1)  # [B, 3, R, T, C] strips in output order
+        first_strip = sprite_ids * (3 * self.tile)
+        index = first_strip.gather(1, self._cell_of_strip.expand(batch, -1)).add_(self._offset_of_strip).view(-1)
         strips = torch.index_select(self._strips, 0, index)
         if self._word == 8:
             strips = strips.view(torch.uint8)

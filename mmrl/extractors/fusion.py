@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from mmrl.extractors.image_encoders import ImageEncoder
 from mmrl.extractors.text_encoders import TextFeatures, masked_mean
 
 
@@ -66,14 +67,15 @@ class ConcatFusion(Fusion):
         self._measure()
 
     def forward(self, feature_map: Tensor | None, text: TextFeatures | None) -> Tensor:
-        parts = [] if feature_map is None else [feature_map.flatten(1)]
+        parts = [] if feature_map is None else [ImageEncoder.pool(feature_map)]
         if text is not None:
             parts.append(text.vector)
         return torch.cat(parts, dim=1)
 
 
 class GatedFusion(Fusion):
-    """``sum_m g_m * relu(W_m x_m)`` with ``g = softmax(W_g [relu(W_m x_m)]_m)`` over the present modalities.
+    """``sum_m g_m * relu(W_m x_m)`` with ``g = softmax(W_g [relu(W_m x_m)]_m)`` over the present modalities
+    (with one modality, its projection).
 
     :param dim: projection size (= output size).
     """
@@ -85,15 +87,17 @@ class GatedFusion(Fusion):
         self.image_projection = None if feature_shape is None else nn.Linear(math.prod(self.feature_shape), dim)
         self.text_projection = None if text_dim is None else nn.Linear(text_dim, dim)
         count = (feature_shape is not None) + (text_dim is not None)
-        self.gate = nn.Linear(count * dim, count)
+        self.gate = nn.Linear(count * dim, count) if count > 1 else None  # one modality: nothing to weigh
         self._measure()
 
     def forward(self, feature_map: Tensor | None, text: TextFeatures | None) -> Tensor:
         projected = []
         if self.image_projection is not None and feature_map is not None:
-            projected.append(torch.relu(self.image_projection(feature_map.flatten(1))))
+            projected.append(torch.relu(self.image_projection(ImageEncoder.pool(feature_map))))
         if self.text_projection is not None and text is not None:
             projected.append(torch.relu(self.text_projection(text.vector)))
+        if self.gate is None:
+            return projected[0]
         stacked = torch.stack(projected, dim=1)  # float32[B, M, dim]
         gates = torch.softmax(self.gate(stacked.flatten(1)), dim=1)  # float32[B, M]
         return (gates.unsqueeze(-1) * stacked).sum(1)
@@ -149,7 +153,7 @@ class FiLMFusion(Fusion):
         else:
             for block in self.blocks:
                 x = block(x)
-        return x.flatten(1)
+        return ImageEncoder.pool(x)
 
 
 class CrossAttentionFusion(Fusion):

