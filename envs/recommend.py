@@ -216,6 +216,10 @@ class Recommend(BatchedEnv[RecommendState]):
         self._item_pattern = torch.as_tensor(cat.pattern, device=dev)
         self._item_tier = torch.as_tensor(cat.tier, device=dev)
         self._item_price = torch.as_tensor(cat.price, device=dev)
+        self._item_attributes = torch.stack(
+            [self._item_category, self._item_colour, self._item_pattern, self._item_tier], dim=1
+        )
+        self._affinity_weights = torch.tensor([_W_CATEGORY, _W_COLOUR, _W_PATTERN, 0], device=dev)
         table, count, pairs = cat.combo_table()
         self._combo_table, self._combo_count, self._pairs = table.to(dev), count.to(dev), pairs.to(dev)
         self._n_categories, self._n_colours = len(cat.categories), len(cat.colours)
@@ -285,15 +289,13 @@ class Recommend(BatchedEnv[RecommendState]):
 
     # ------------------------------------------------------------------ user model
     def _affinity(self, state: RecommendState, items: Tensor) -> Tensor:
-        """int64[B, ...] integer affinity of the shopper in each row for ``items`` int64[B, ...]."""
-        extra = (1,) * (items.dim() - 1)
-        v = lambda t: t.view(-1, *extra)  # noqa: E731 - broadcast a per-row value
-        category = self._item_category[items]
-        a = (category == v(state.want_category)) * _W_CATEGORY
-        a += (self._item_colour[items] == v(state.want_colour)) * _W_COLOUR
-        a += (self._item_pattern[items] == v(state.liked_pattern)) * _W_PATTERN
-        a -= (self._item_tier[items] > v(state.budget)) * _W_BUDGET
-        a -= (category == v(state.last_category)) * v(state.fatigue)
+        """int64[B, K] integer affinity of the shopper in each row for ``items`` int64[B, K]."""
+        attributes = self._item_attributes[items]  # [B, K, 4]: category, colour, pattern, tier
+        wish = torch.stack([state.want_category, state.want_colour, state.liked_pattern, state.last_category], dim=1)
+        same = attributes == wish[:, None, :]  # the tier column compares with last_category: masked out below
+        a = (same.to(torch.int64) * self._affinity_weights).sum(dim=2)
+        a -= (attributes[:, :, 3] > state.budget[:, None]) * _W_BUDGET
+        a -= (attributes[:, :, 0] == state.last_category[:, None]) * state.fatigue[:, None]
         return a
 
     def _expected_reward(self, state: RecommendState, items: Tensor, p_click: Tensor) -> Tensor:

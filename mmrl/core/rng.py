@@ -11,6 +11,8 @@ bits, so the low-bias 32-bit integer hash (Chris Wellons' ``lowbias32``) is exac
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
@@ -44,14 +46,19 @@ def step_key(episode: Tensor, step: Tensor) -> Tensor:
     return hash32(episode ^ ((step * _GOLDEN) & MASK32))
 
 
+@functools.lru_cache(maxsize=64)
+def _draw_constants(offset: int, count: int, device: torch.device) -> Tensor:
+    index = torch.arange(offset, offset + count, device=device, dtype=torch.int64)
+    return (index * _MIX) & MASK32
+
+
 def uniform(key: Tensor, count: int, offset: int = 0) -> Tensor:
     """``count`` independent uniforms in ``[0, 1)`` per row: float32[B, count].
 
     Draw ``j`` of a row is a function of ``(key, offset + j)`` alone, so callers reserve disjoint
     ``offset`` ranges for disjoint purposes. Floats have 24 random bits, exactly representable.
     """
-    index = torch.arange(offset, offset + count, device=key.device, dtype=torch.int64)
-    bits = hash32(key[:, None] ^ ((index * _MIX) & MASK32)[None, :])
+    bits = hash32(key[:, None] ^ _draw_constants(offset, count, key.device)[None, :])
     return (bits >> 8).to(torch.float32) * _INV_2_24
 
 
