@@ -156,17 +156,22 @@ def draw_item(category: int, colour_rgb: tuple[int, int, int], pattern: int, tie
 
 # ---------------------------------------------------------------------------- catalogues
 @functools.lru_cache(maxsize=8)
-def procedural_catalog(tile: int, seed: int = 0) -> Catalog:
-    """Every combination of 8 categories x 8 colours x 4 patterns x 4 price tiers (1024 items);
-    prices are drawn within their tier from ``seed``. Cached: treat the result as read-only."""
+def procedural_catalog(tile: int, seed: int = 0, num_categories: int = 8, num_colours: int = 8) -> Catalog:
+    """Every combination of categories x colours x 4 patterns x 4 price tiers (8 x 8 x 4 x 4 = 1024 items
+    by default; fewer categories or colours make an easier task); prices are drawn within their tier
+    from ``seed``. Cached: treat the result as read-only."""
+    if not 2 <= num_categories <= len(CATEGORIES) or not 2 <= num_colours <= len(COLOURS):
+        raise ValueError(
+            f"num_categories and num_colours must be in [2, 8]; got {num_categories} and {num_colours}"
+        )
     rng = np.random.default_rng(seed)
-    grid = np.stack(np.meshgrid(*(np.arange(n) for n in (len(CATEGORIES), len(COLOURS), len(PATTERNS), len(TIER_BOUNDS))), indexing="ij"), -1).reshape(-1, 4)
+    grid = np.stack(np.meshgrid(*(np.arange(n) for n in (num_categories, num_colours, len(PATTERNS), len(TIER_BOUNDS))), indexing="ij"), -1).reshape(-1, 4)
     cat, col, pat, tier = grid.T
     low, high = np.asarray(_TIER_LOW)[tier], np.asarray(TIER_BOUNDS)[tier]
     price = np.round(low + (high - low) * rng.uniform(0.05, 1.0, size=len(grid)), 2).astype(np.float32)
     titles = tuple(f"{PATTERNS[p]} {COLOURS[k]} {CATEGORIES[c]}" for c, k, p in zip(cat, col, pat))
     thumbs = np.stack([draw_item(c, RGB[COLOURS[k]], p, t, tile) for c, k, p, t in grid])
-    return Catalog(CATEGORIES, COLOURS, PATTERNS, cat.astype(np.int64), col.astype(np.int64), pat.astype(np.int64), price, titles, thumbs)
+    return Catalog(CATEGORIES[:num_categories], COLOURS[:num_colours], PATTERNS, cat.astype(np.int64), col.astype(np.int64), pat.astype(np.int64), price, titles, thumbs)
 
 
 def load_catalog(folder: str | Path, tile: int) -> Catalog:

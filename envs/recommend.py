@@ -90,6 +90,10 @@ class RecommendParams:
     """Clicks in one category after which the wish moves to another category."""
     purchase_prob: float = 0.6
     """Chance that a clicked, affordable item is bought."""
+    num_categories: int = 8
+    """Categories in the procedural catalogue (2-8); fewer make an easier task."""
+    num_colours: int = 8
+    """Colours in the procedural catalogue (2-8); fewer make an easier task."""
     catalog: str | None = None
     """Folder of a catalogue on disk (``items.csv`` + images); ``None`` = the procedural catalogue."""
     catalog_seed: int = 0
@@ -109,6 +113,10 @@ class RecommendParams:
         for name in ("drift_colour", "drift_category", "purchase_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1]; got {getattr(self, name)}")
+        if not 2 <= self.num_categories <= 8 or not 2 <= self.num_colours <= 8:
+            raise ValueError(f"num_categories and num_colours must be in [2, 8]; got {self.num_categories} and {self.num_colours}")
+        if self.catalog is not None and (self.num_categories, self.num_colours) != (8, 8):
+            raise ValueError("num_categories and num_colours apply to the procedural catalogue only, not to catalog=...")
         if self.fatigue_limit < 1:
             raise ValueError(f"fatigue_limit must be >= 1; got {self.fatigue_limit}")
 
@@ -198,7 +206,9 @@ class Recommend(BatchedEnv[RecommendState]):
         self.params = build_params(RecommendParams, params, env_name="Recommend")
         p = self.params
         self.catalog: Catalog = (
-            procedural_catalog(p.tile, seed=p.catalog_seed) if p.catalog is None else load_catalog(p.catalog, p.tile)
+            procedural_catalog(p.tile, p.catalog_seed, p.num_categories, p.num_colours)
+            if p.catalog is None
+            else load_catalog(p.catalog, p.tile)
         )
         cat = self.catalog
         self.max_episode_steps = p.max_steps
