@@ -208,3 +208,13 @@ def test_vector_env_runs_thousands_of_instances() -> None:
     assert obs["image"].shape == (2048, 3, 64, 64)
     obs, rewards, dones, infos = venv.step(np.zeros(2048, dtype=np.int64))
     assert len(infos) == 2048 and rewards.shape == (2048,)
+
+
+def test_difficulty_options_shrink_the_catalogue() -> None:
+    env = Recommend(num_envs=64, num_categories=3, num_colours=5)
+    assert env.catalog.num_items == 3 * 5 * 4 * 4
+    assert env.catalog.categories == ("shirt", "shoe", "bag") and len(env.catalog.colours) == 5
+    obs, _ = env.reset(seed=0)
+    assert int(env._item_category[env.state.slate].max()) < 3
+    with pytest.raises(ValueError, match="num_categories and num_colours must be in \\[2, 8\\]; got 9 and 8"):
+        Recommend(num_categories=9)
