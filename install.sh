@@ -10,3 +10,9 @@ if ! "$PYTHON" -c "import torch" >/dev/null 2>&1; then
   "$PYTHON" -m pip install "torch==2.13.0"
 fi
 "$PYTHON" -m pip install -e ".[dev]"
+# The browser test (tests/test_browser.py) plays the evaluation report's videos in headless Chromium through
+# Debian's chromium + chromium-driver (never a browser downloaded by a test tool). Root on Debian only; elsewhere
+# the test skips and says why.
+if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && ! { command -v chromium && command -v chromedriver; } >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
+fi

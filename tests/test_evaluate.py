@@ -1,0 +1,263 @@
+"""Evaluation (issue #5): ``python -m mmrl.evaluate`` metrics, replay videos, report, errors.
+
+Most tests call :func:`mmrl.evaluate.main` in-process (the same code path as the CLI, without paying the imports
+again); one smoke test runs ``python -m mmrl.evaluate`` through ``subprocess``. Runs are tiny: a few dozen
+episodes of Recommend at ``image_size=32`` (the env config's default), and a PPO run of 256 steps trained here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+import mmrl
+from mmrl.agents.reference import make_reference_policy
+from mmrl.core.frames import PANEL_WIDTH
+from mmrl.episodes import run_episodes
+from mmrl.evaluate import EvaluationError, compose_config, evaluate, main
+from mmrl.metrics import summarize, t_quantile_975
+from mmrl.video import CAPTION_HEIGHT, video_codec
+
+ENV_ID = "mmrl/Recommend-v0"
+OPTIONS = {"image_size": 32}  # configs/env/recommend.yaml
+SEED = 500
+EPISODES = 64
+SUMMARY_KEYS = {"mean", "std", "ci95", "min", "max", "n"}
+
+
+def make_tiny_run(run_dir: Path, seed: int = 0, timesteps: int = 256) -> Path:
+    """A run directory in the train CLI's layout: ``config.yaml`` (env, algo, seed), ``best_model.zip`` (a PPO
+    with :class:`mmrl.MultimodalExtractor` trained for ``timesteps`` steps) and SB3's ``progress.csv``."""
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.logger import configure
+
+    run_dir.mkdir(parents=True)
+    venv = mmrl.make_vec(ENV_ID, num_envs=4, seed=seed, **OPTIONS)
+    model = PPO(
+        "MultiInputPolicy", venv, n_steps=32, batch_size=64, n_epochs=1, seed=seed, device="cpu",
+        policy_kwargs=dict(
+            features_extractor_class=mmrl.MultimodalExtractor,
+            features_extractor_kwargs=dict(features_dim=32, text_dim=16), net_arch=[32],
+        ),
+    )  # fmt: skip
+    model.set_logger(configure(str(run_dir), ["csv"]))
+    model.learn(timesteps)
+    model.save(run_dir / "best_model.zip")
+    config = {"env": {"name": "recommend", "id": ENV_ID, "options": OPTIONS}, "algo": {"name": "ppo"}, "seed": seed}
+    OmegaConf.save(OmegaConf.create(config), run_dir / "config.yaml")
+    return run_dir
+
+
+def run_cli(args: list[str]) -> Path:
+    """``main(args)`` must succeed; returns the folder it wrote (the last line of its output names it)."""
+    assert main(args) == 0
+    out = [a.split("=", 1)[1] for a in args if a.startswith("out=")]
+    return Path(out[0]) if out else Path()
+
+
+def load_metrics(folder: Path) -> dict:
+    return json.loads((folder / "metrics.json").read_text())
+
+
+def decode(path: Path) -> list[np.ndarray]:
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame)
+    capture.release()
+    return frames
+
+
+@pytest.fixture(scope="module")
+def oracle_eval(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``policy=oracle``: 64 episodes seeded 500.., videos of the first two at scale 2."""
+    out = tmp_path_factory.mktemp("oracle") / "eval"
+    run_cli(["policy=oracle", f"episodes={EPISODES}", f"seed={SEED}", "video.episodes=2", "video.scale=2", f"out={out}"])
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_run(tmp_path_factory.mktemp("runs") / "tiny")
+
+
+# ---------------------------------------------------------------------------------------------- metrics
+def test_summary_statistics() -> None:
+    assert t_quantile_975(5) == pytest.approx(2.571, abs=1e-3)
+    assert t_quantile_975(100) == pytest.approx(1.984, abs=1e-3)
+    assert t_quantile_975(10_000) == pytest.approx(1.960, abs=1e-3)
+    x = np.array([1.0, 2.0, 3.0, 4.0])
+    s = summarize(x)
+    half = 3.182 * x.std(ddof=1) / 2
+    assert s["mean"] == 2.5 and s["std"] == pytest.approx(x.std(ddof=1))
+    assert s["ci95"] == pytest.approx([2.5 - half, 2.5 + half])
+    assert summarize(np.array([7.0]))["ci95"] == [7.0, 7.0]
+
+
+def test_metrics_schema_and_oracle_values(oracle_eval: Path) -> None:
+    metrics = load_metrics(oracle_eval)
+    assert metrics["evaluated"] == "oracle" and metrics["source"] == {"kind": "policy", "policy": "oracle"}
+    assert metrics["env"] == {"name": "recommend", "id": ENV_ID, "options": OPTIONS}
+    assert metrics["episodes"] == EPISODES and metrics["seeds"] == [SEED, SEED + EPISODES - 1]
+    assert list(metrics["policies"]) == ["oracle", "random", "greedy"]
+    for values in metrics["policies"].values():
+        for key in ("episode_return", "episode_length"):
+            summary = values[key]
+            assert set(summary) == SUMMARY_KEYS and summary["n"] == EPISODES
+            assert summary["ci95"][0] <= summary["mean"] <= summary["ci95"][1]
+        assert set(values["task"]) >= {"click_through_rate", "revenue_per_episode", "session_length", "regret_vs_oracle"}
+        assert 0.0 <= values["task"]["click_through_rate"] <= 1.0
+
+    # the same numbers as run_episodes on the same seeds
+    env = mmrl.make_batched(ENV_ID, num_envs=EPISODES, **OPTIONS)
+    policy = make_reference_policy("oracle", env)
+    stats = run_episodes(env, policy.act, seed=SEED, update=policy.update, sum_keys=("clicked", "revenue", "regret"))
+    oracle = metrics["policies"]["oracle"]
+    assert oracle["episode_return"]["mean"] == pytest.approx(stats.returns.mean())
+    assert oracle["episode_return"]["std"] == pytest.approx(stats.returns.std(ddof=1))
+    assert oracle["episode_length"]["mean"] == pytest.approx(stats.lengths.mean())
+    assert oracle["task"]["click_through_rate"] == pytest.approx(stats.sums["clicked"].sum() / stats.lengths.sum())
+    assert oracle["task"]["revenue_per_episode"]["mean"] == pytest.approx(stats.sums["revenue"].mean())
+    assert oracle["task"]["session_length"]["mean"] == pytest.approx(stats.lengths.mean())
+    assert oracle["task"]["regret_vs_oracle"]["mean"] == pytest.approx(0.0, abs=1e-9)
+    assert oracle["task"]["regret_vs_oracle"]["max"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_reference_policies_are_ordered(oracle_eval: Path) -> None:
+    returns = {k: v["episode_return"]["mean"] for k, v in load_metrics(oracle_eval)["policies"].items()}
+    assert returns["oracle"] >= returns["greedy"] >= returns["random"], returns
+    regrets = {k: v["task"]["regret_vs_oracle"]["mean"] for k, v in load_metrics(oracle_eval)["policies"].items()}
+    assert regrets["random"] > 0 and regrets["greedy"] > 0
+
+
+# ---------------------------------------------------------------------------------------------- videos
+def test_videos_decode_with_one_frame_per_observation(oracle_eval: Path) -> None:
+    metrics = load_metrics(oracle_eval)
+    env = mmrl.make_batched(ENV_ID, num_envs=2, **OPTIONS)
+    policy = make_reference_policy("oracle", env)
+    lengths = run_episodes(env, policy.act, seed=SEED, update=policy.update).lengths
+    assert len(metrics["videos"]) == 2
+    scale = 2
+    height = 32 * scale + CAPTION_HEIGHT
+    width = 2 * 32 * scale + 4 + PANEL_WIDTH
+    for i, video in enumerate(metrics["videos"]):
+        path = oracle_eval / video["file"]
+        assert video["seed"] == SEED + i and video["length"] == lengths[i]
+        frames = decode(path)
+        assert len(frames) == lengths[i] + 1 == video["frames"]
+        assert frames[0].shape == (height + height % 2, width + width % 2, 3) == (video["height"], video["width"], 3)
+        assert video_codec(path) == "h264"
+
+
+def test_same_seed_same_video_and_a_new_folder(oracle_eval: Path) -> None:
+    again = run_cli(["policy=oracle", f"episodes={EPISODES}", f"seed={SEED}", "video.episodes=2", "video.scale=2", f"out={oracle_eval}"])
+    second = again.with_name(again.name + "-1")
+    assert second.is_dir() and (oracle_eval / "metrics.json").is_file(), "the first evaluation must stay"
+    assert load_metrics(second)["policies"] == load_metrics(oracle_eval)["policies"]
+    for video in load_metrics(oracle_eval)["videos"]:
+        first, other = oracle_eval / video["file"], second / video["file"]
+        assert first.read_bytes() == other.read_bytes()
+        assert all(np.array_equal(a, b) for a, b in zip(decode(first), decode(other), strict=True))
+
+
+# ---------------------------------------------------------------------------------------------- report
+def test_policy_report_is_self_contained(oracle_eval: Path) -> None:
+    page = (oracle_eval / "report.html").read_text()
+    assert "No learning curve" in page and "learning_curve.png" not in page
+    for video in load_metrics(oracle_eval)["videos"]:
+        assert f'src="{video["file"]}"' in page and (oracle_eval / video["file"]).is_file()
+    assert "<video controls" in page and "http://" not in page and "https://" not in page
+    for name in ("oracle", "random", "greedy"):
+        assert f"<td>{name}" in page
+
+
+# ---------------------------------------------------------------------------------------------- agent runs
+def test_agent_run(tiny_run: Path) -> None:
+    assert main(["run=" + str(tiny_run), "episodes=16", "video.episodes=1"]) == 0
+    assert main(["run=" + str(tiny_run), "episodes=16", "video.episodes=1"]) == 0
+    folders = sorted(tiny_run.glob("eval-*"))
+    assert len(folders) == 2, "each evaluation writes a new folder"
+    first, second = (load_metrics(f) for f in folders)
+    assert first["evaluated"] == "agent" and first["source"]["model"] == "best_model.zip" and first["source"]["algo"] == "ppo"
+    assert list(first["policies"]) == ["agent", "random", "greedy", "oracle"]
+    assert first["policies"] == second["policies"], "a deterministic policy on the same seeds gives the same numbers"
+    oracle, agent = first["policies"]["oracle"], first["policies"]["agent"]
+    assert agent["episode_return"]["mean"] <= oracle["episode_return"]["mean"]
+    assert agent["task"]["regret_vs_oracle"]["mean"] >= 0
+    video = first["videos"][0]
+    assert len(decode(folders[0] / video["file"])) == video["length"] + 1
+    page = (folders[0] / "report.html").read_text()
+    assert '<img src="learning_curve.png"' in page and (folders[0] / "learning_curve.png").stat().st_size > 1000
+    assert "progress.csv" in page
+
+
+def test_final_model_when_no_best(tiny_run: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_bytes((tiny_run / "config.yaml").read_bytes())
+    (run / "final_model.zip").write_bytes((tiny_run / "best_model.zip").read_bytes())
+    out = run_cli([f"run={run}", "episodes=4", "video.episodes=0", f"out={tmp_path / 'ev'}", "baselines=[]"])
+    metrics = load_metrics(out)
+    assert metrics["source"]["model"] == "final_model.zip" and list(metrics["policies"]) == ["agent"]
+    assert "No learning curve" in (out / "report.html").read_text()
+
+
+# ---------------------------------------------------------------------------------------------- errors
+@pytest.mark.parametrize("case", ["missing", "not_a_run", "corrupt_yaml", "no_env", "no_model", "corrupt_model"])
+def test_bad_run_directory_gives_a_clear_error(case: str, tiny_run: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    expected = {
+        "missing": "does not exist",
+        "not_a_run": "config.yaml",
+        "corrupt_yaml": "corrupt",
+        "no_env": "env.id",
+        "no_model": "best_model.zip or final_model.zip",
+        "corrupt_model": "best_model.zip is corrupt",
+    }[case]
+    if case != "missing":
+        run.mkdir()
+    if case in ("no_model", "corrupt_model"):
+        (run / "config.yaml").write_bytes((tiny_run / "config.yaml").read_bytes())
+    if case == "corrupt_yaml":
+        (run / "config.yaml").write_text("env: {id: [unclosed\n")
+    if case == "no_env":
+        (run / "config.yaml").write_text("algo: {name: ppo}\nseed: 0\n")
+    if case == "corrupt_model":
+        (run / "best_model.zip").write_bytes(b"not a zip file")
+    with pytest.raises(EvaluationError, match=expected) as error:
+        evaluate(compose_config([f"run={run}", "episodes=2"]))
+    assert str(run) in str(error.value)
+    if run.exists():
+        assert not list(run.glob("eval-*")), "a failed evaluation leaves no folder behind"
+
+
+def test_bad_key_names_the_valid_ones(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["episdes=3"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key 'episdes'" in err and "episodes" in err and "video.episodes" in err
+    assert main(["policy=best"]) == 2
+    assert "random" in capsys.readouterr().err
+    assert main(["env=nope", "policy=oracle"]) == 2
+    assert "recommend" in capsys.readouterr().err
+
+
+def test_cli_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "ev"
+    result = subprocess.run(
+        [sys.executable, "-m", "mmrl.evaluate", "policy=random", "episodes=4", "video.episodes=1", f"out={out}"],
+        capture_output=True, text=True, timeout=120, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "random" in result.stdout and str(out) in result.stdout
+    assert {p.name for p in out.iterdir()} >= {"metrics.json", "report.html", "videos"}
