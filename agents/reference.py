@@ -86,14 +86,87 @@ class RecommendGreedyPolicy:
         self.last_clicked = torch.where(done, -1, self.last_clicked)
 
 
+class NavigateGreedyPolicy:
+    """Navigate, myopic: steps to a free cell closer to the target (no path search), then faces it and
+    says done / picks it up (:func:`mmrl.envs.navigate.plan_greedy` on the true positions in ``info``)."""
+
+    def __init__(self, env: BatchedEnv):
+        self.grid_size = env.params.grid_size  # type: ignore[attr-defined]
+
+    def act(self, obs: Observation, info: Info) -> Tensor:
+        from mmrl.envs.navigate import plan_greedy
+
+        return plan_greedy(info, self.grid_size)
+
+    def update(self, info: Info, done: Tensor) -> None:
+        pass
+
+
+class NavigateOraclePolicy(NavigateGreedyPolicy):
+    """Navigate, oracle: a shortest path (BFS on the true state in ``info``) to the target, then the
+    mission's verb (:func:`mmrl.envs.navigate.plan_shortest_path`)."""
+
+    def act(self, obs: Observation, info: Info) -> Tensor:
+        from mmrl.envs.navigate import plan_shortest_path
+
+        return plan_shortest_path(info, self.grid_size)
+
+
+class DiagnoseScriptedPolicy:
+    """Diagnose, scripted: orders the detailed scan while the lesion's shape is unknown, then the blood
+    count and the temperature chart while no condition has posterior ``>= confidence``, then diagnoses
+    the most probable condition. It reads ``info["posterior"]`` (what a perfect reader of image and text
+    knows), never the hidden condition."""
+
+    def __init__(self, env: BatchedEnv, confidence: float = 0.9):
+        from mmrl.envs.diagnose import NUM_TESTS, Exam
+
+        self.tests, self.scan, self.blood, self.temperature = NUM_TESTS, Exam.SCAN, Exam.BLOOD, Exam.TEMPERATURE
+        self.num_findings = env.params.num_findings  # type: ignore[attr-defined]
+        self.confidence = confidence
+
+    def act(self, obs: Observation, info: Info) -> Tensor:
+        posterior, revealed = info["posterior"], info["revealed"]
+        finding_known = posterior.view(-1, self.num_findings, 2).sum(dim=2).amax(dim=1) > 0.999
+        best, condition = posterior.max(dim=1)
+        unsure = best < self.confidence
+        diagnose = condition + self.tests
+        action = torch.where(unsure & ~revealed[:, self.temperature], int(self.temperature), diagnose)
+        action = torch.where(unsure & ~revealed[:, self.blood], int(self.blood), action)
+        return torch.where(~finding_known & ~revealed[:, self.scan], int(self.scan), action)
+
+    def update(self, info: Info, done: Tensor) -> None:
+        pass
+
+
+class DiagnoseOraclePolicy:
+    """Diagnose, oracle: diagnoses the true condition (``info["condition"]``) at once, ordering no test."""
+
+    def __init__(self, env: BatchedEnv):
+        from mmrl.envs.diagnose import NUM_TESTS
+
+        self.tests = NUM_TESTS
+
+    def act(self, obs: Observation, info: Info) -> Tensor:
+        return info["condition"] + self.tests
+
+    def update(self, info: Info, done: Tensor) -> None:
+        pass
+
+
 def make_reference_policy(name: str, env: BatchedEnv, seed: int = 0) -> ReferencePolicy:
     """``random``, ``greedy`` or ``oracle`` for ``env``."""
     if name == "random":
         return RandomPolicy(env, seed)
     if name == "oracle":
-        return OraclePolicy(env)
+        oracle = {"Navigate": NavigateOraclePolicy, "Diagnose": DiagnoseOraclePolicy}.get(type(env).__name__, OraclePolicy)
+        return oracle(env)
     if name == "greedy":
-        greedy = {"Recommend": RecommendGreedyPolicy}.get(type(env).__name__)
+        greedy = {
+            "Recommend": RecommendGreedyPolicy,
+            "Navigate": NavigateGreedyPolicy,
+            "Diagnose": DiagnoseScriptedPolicy,
+        }.get(type(env).__name__)
         if greedy is None:
             raise ValueError(f"no greedy policy for {type(env).__name__}")
         return greedy(env)

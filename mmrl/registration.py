@@ -19,6 +19,8 @@ from mmrl.core.batched_env import BatchedEnv
 #: env id -> "module:BatchedEnvClass"
 ENV_CLASSES: dict[str, str] = {
     "mmrl/Recommend-v0": "mmrl.envs.recommend:Recommend",
+    "mmrl/Navigate-v0": "mmrl.envs.navigate:Navigate",
+    "mmrl/Diagnose-v0": "mmrl.envs.diagnose:Diagnose",
 }
 
 

@@ -1,0 +1,477 @@
+"""Diagnose: sequential triage, where a diagnosis needs both the scan and the written history.
+
+**Task.** An episode is a shift of ``patients`` patients, seen one after the other. Each has one
+hidden condition out of ``2 * num_findings`` (6 by default). The agent sees the patient's chest scan
+and reads their history; each step it either orders a test (which costs a little and reveals a result
+in the text, or a detailed view of the scan) or gives a diagnosis, which closes the case: the next
+patient comes in, or, after the last one, the episode ends. With ``patients=1`` a diagnosis ends the
+episode. (The default shift of 3 makes every episode last at least 3 steps, so a first action cannot
+end it.) This is a synthetic toy: the conditions' names make replays readable; the medicine is not real.
+
+**Why it needs both modalities.** Conditions come in pairs. The two members of a pair show the same
+lesion on the scan (nodule, patch, streaks, cavity) and differ only in whether the patient has an
+infection, which only the text tells (a history of fever, a white cell count, a temperature chart).
+Across pairs it is the other way round: same text facts, different lesion. So the image alone
+leaves two candidates, the text alone ``num_findings``; only together do they name the condition.
+
+=========  ============  ===============
+finding    infection     no infection
+=========  ============  ===============
+nodule     abscess       tumour
+patch      pneumonia     oedema
+streaks    bronchitis    fibrosis
+cavity     tuberculosis  cyst
+=========  ============  ===============
+
+**Action space.** ``Discrete(3 + 2 * num_findings)``: ``0..2`` order a test (:class:`Exam`: blood
+count, detailed scan, temperature chart); ``3 + c`` diagnoses condition ``c`` (:data:`CONDITIONS`
+order, i.e. ``c = 2 * finding + (0 if infection else 1)``).
+
+**Observation space.** ``Dict(image=Box(0, 255, (3, S, S), uint8), text=TextSpace(V, L))``.
+The image is a greyscale scan composed from an 8x8 grid of noisy tissue sprites: body wall, two lung
+fields and the mediastinum, with a 2x2-cell lesion in one lung at a random height. With probability
+``clear_scan_prob`` the first scan shows the lesion's shape; otherwise it shows a hazy opacity that
+hides it. After the *detailed scan* test the image is a 4x zoom on the lesion, shape always visible.
+The text is the history (age, a presenting symptom, duration, and whether the patient reports fever)
+followed by the result of every test ordered so far, as padded token ids.
+
+**Evidence model** (all drawn at the start, revealed by the tests). The reported fever agrees with
+the infection status with probability ``fever_reliability``; the blood count (high / normal) with
+``blood_accuracy``; the temperature chart with ``temperature_accuracy``. Age, symptom and duration are
+uninformative. ``info["posterior"]`` is the exact posterior over conditions given everything revealed
+so far: what a perfect reader of image and text knows.
+
+**Rewards.** ``-test_cost`` per test ordered (repeating a test costs again and reveals nothing new);
+a diagnosis gives +1 when right and -1 when wrong.
+
+**Starting state.** Each patient (the first at reset, the next ones drawn when a case closes): the
+condition uniform; lesion side, height and all noise from the instance's RNG stream; phrasings uniform
+among three per sentence; no test ordered.
+
+**Episode end.** Terminated by the diagnosis of the last patient of the shift; truncated at
+``max_steps`` (an undiagnosed patient earns nothing).
+``info["end_reason"]`` indexes :attr:`Diagnose.end_reasons`: running, right diagnosis, wrong
+diagnosis, step limit (a diagnosis before the last patient reports the case's outcome while the
+episode goes on).
+
+**Info.** About the returned observation (the current patient): ``condition``, ``finding``,
+``infection``, ``revealed`` bool[3] (tests ordered so far), ``posterior`` float32[C], ``patient``
+(0-based index in the shift). About the step just taken: ``diagnosed``,
+``correct``, ``test_ordered`` (-1 when none), ``end_reason``.
+
+**Arguments.** See :class:`DiagnoseParams`.
+
+**Version history.** v0: first release (issue #7).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from enum import IntEnum
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from torch import Tensor
+
+from mmrl.core import rng
+from mmrl.core.batched_env import BatchedEnv
+from mmrl.core.frames import compose, enlarge
+from mmrl.core.params import build_params
+from mmrl.core.renderer import SpriteRenderer
+from mmrl.core.spaces import TextSpace, Vocabulary, image_space
+from mmrl.envs.sprites import SCAN_FINDINGS, scan_atlas
+
+#: Conditions, ``2 * finding + (0 infection, 1 no infection)``.
+CONDITIONS = ("abscess", "tumour", "pneumonia", "oedema", "bronchitis", "fibrosis", "tuberculosis", "cyst")
+
+
+class Exam(IntEnum):
+    """The tests the agent can order (action ``i`` orders test ``i``)."""
+
+    BLOOD = 0
+    SCAN = 1
+    TEMPERATURE = 2
+
+
+NUM_TESTS = len(Exam)
+GRID = 8  # the scan is an 8x8 grid of sprites
+TISSUE_VARIANTS = 4
+LESION_VARIANTS = 2
+# anatomy: 0 body wall, 1 lung, 2 mediastinum (columns 1-2 and 5-6 are lungs, 3-4 mediastinum)
+_ANATOMY = [[0] * GRID] + [[0, 1, 1, 2, 2, 1, 1, 0] for _ in range(GRID - 2)] + [[0] * GRID]
+_LUNG_COLUMNS = (1, 5)  # left column of the 2-cell-wide lesion in each lung
+_LESION_ROWS = GRID - 3  # top row of the lesion: 1 .. 5
+
+AGES = ("25", "35", "45", "55", "65", "75")
+SYMPTOMS = ("cough", "breathlessness", "wheezing", "fatigue", "chest-pain")
+DAYS = ("2", "3", "5", "7", "10", "14")
+_SLOTS = {"{age}": -1, "{symptom}": -2, "{days}": -3}
+
+
+class Sentence(IntEnum):
+    """The text's sentence kinds; each has three phrasings in :data:`SENTENCES`."""
+
+    INTRO = 0
+    FEVER = 1
+    NO_FEVER = 2
+    BLOOD_HIGH = 3
+    BLOOD_NORMAL = 4
+    SCAN = 5
+    TEMPERATURE_HIGH = 6
+    TEMPERATURE_NORMAL = 7
+
+
+SENTENCES = {
+    Sentence.INTRO: (
+        "{age} year old with {symptom} for {days} days .",
+        "patient aged {age} , {symptom} for the last {days} days .",
+        "a {age} year old reports {symptom} over {days} days .",
+    ),
+    Sentence.FEVER: ("has had a fever .", "reports fevers and chills .", "feels feverish at night ."),
+    Sentence.NO_FEVER: ("no fever .", "denies any fever .", "has not felt feverish ."),
+    Sentence.BLOOD_HIGH: (
+        "blood test : white cell count is high .",
+        "blood test : raised white cells .",
+        "bloods show an elevated white count .",
+    ),
+    Sentence.BLOOD_NORMAL: (
+        "blood test : white cell count is normal .",
+        "blood test : white cells within range .",
+        "bloods show a normal white count .",
+    ),
+    Sentence.SCAN: ("detailed scan : see image .", "high resolution scan shown .", "zoomed scan of the lesion attached ."),
+    Sentence.TEMPERATURE_HIGH: (
+        "temperature chart : spikes above 38 .",
+        "charted temperature is raised .",
+        "observations show a high temperature .",
+    ),
+    Sentence.TEMPERATURE_NORMAL: (
+        "temperature chart : stays below 37.5 .",
+        "charted temperature is normal .",
+        "observations show a normal temperature .",
+    ),
+}
+PHRASINGS = 3
+# the text is these parts in order: intro, fever history, then the three test results (blank until ordered)
+_PARTS = 2 + NUM_TESTS
+
+
+@dataclass(frozen=True)
+class DiagnoseParams:
+    """Static parameters of Diagnose (anything that sets a shape, plus the evidence model)."""
+
+    patients: int = 3
+    """Patients per episode (a shift); each diagnosis closes one case."""
+    num_findings: int = 3
+    """Lesion shapes in play (2-4); there are twice as many conditions."""
+    clear_scan_prob: float = 0.5
+    """Chance that the first scan shows the lesion's shape (else a hazy opacity hides it)."""
+    fever_reliability: float = 0.8
+    """Chance that the reported fever agrees with the infection status."""
+    blood_accuracy: float = 0.95
+    """Chance that the blood count (high / normal) agrees with the infection status."""
+    temperature_accuracy: float = 0.75
+    """Chance that the temperature chart agrees with the infection status."""
+    test_cost: float = 0.05
+    """Cost (negative reward) of ordering a test."""
+    image_size: int = 64
+    """Side of the square observation image in pixels (at least 32)."""
+    max_steps: int = 24
+    """Step limit of an episode (truncation), for the whole shift."""
+    max_text_length: int = 40
+    """Length L of the padded token-id text."""
+
+    def __post_init__(self) -> None:
+        if self.patients < 1:
+            raise ValueError(f"patients must be >= 1; got {self.patients}")
+        if not 2 <= self.num_findings <= len(SCAN_FINDINGS):
+            raise ValueError(f"num_findings must be in [2, {len(SCAN_FINDINGS)}]; got {self.num_findings}")
+        for name in ("clear_scan_prob", "fever_reliability", "blood_accuracy", "temperature_accuracy"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be a probability in [0, 1]; got {getattr(self, name)}")
+        if not 0.0 <= self.test_cost <= 1.0:
+            raise ValueError(f"test_cost must be in [0, 1]; got {self.test_cost}")
+        if self.image_size < 4 * GRID:
+            raise ValueError(f"image_size must be >= {4 * GRID}; got {self.image_size}")
+        if self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1; got {self.max_steps}")
+        if self.max_text_length < 1:
+            raise ValueError(f"max_text_length must be >= 1; got {self.max_text_length}")
+
+    @property
+    def num_conditions(self) -> int:
+        return 2 * self.num_findings
+
+    @property
+    def tile(self) -> int:
+        return self.image_size // GRID
+
+
+@dataclass
+class DiagnoseState:
+    """Batch-first state tensors, one device."""
+
+    finding: Tensor  # int64[B]
+    infection: Tensor  # bool[B]
+    clear: Tensor  # bool[B], the first scan shows the lesion's shape
+    fever: Tensor  # bool[B], the history reports fever
+    blood_high: Tensor  # bool[B], result of the blood count (revealed by Exam.BLOOD)
+    temperature_high: Tensor  # bool[B], result of the temperature chart
+    revealed: Tensor  # bool[B, NUM_TESTS]
+    scan_cells: Tensor  # int64[B, 64], sprite ids of the first scan
+    zoom_cells: Tensor  # int64[B, 64], sprite ids of the detailed scan
+    phrasing: Tensor  # int64[B, _PARTS], phrasing of each part of the text
+    sentences: Tensor  # int64[B, _PARTS], row of each part in the sentence table (blank row for hidden)
+    fillers: Tensor  # int64[B, 3], word ids of age, symptom, days
+    text: Tensor  # int64[B, L]
+    patient: Tensor  # int64[B], index of the current patient in the shift
+    last_action: Tensor  # int64[B] (-1 at the start)
+    last_reward: Tensor  # float32[B]
+    end_reason: Tensor  # int64[B]
+
+
+#: State fields that belong to the episode, not to the current patient (kept when the next one comes in).
+_EPISODE_FIELDS = ("patient", "last_action", "last_reward", "end_reason")
+
+
+class Diagnose(BatchedEnv[DiagnoseState]):
+    """Batched Diagnose; see the module docstring for the task. Keyword arguments: :class:`DiagnoseParams`."""
+
+    end_reasons = ("running", "right diagnosis", "wrong diagnosis", "step limit")
+
+    def __init__(self, num_envs: int = 1, device: torch.device | str = "cpu", **params: object):
+        super().__init__(num_envs, device)
+        self.params = build_params(DiagnoseParams, params, env_name="Diagnose")
+        p = self.params
+        self.max_episode_steps = p.max_steps
+        self.conditions = CONDITIONS[: p.num_conditions]
+        self.findings = SCAN_FINDINGS[: p.num_findings]
+        words = [w for texts in SENTENCES.values() for t in texts for w in t.split() if w not in _SLOTS]
+        self.vocabulary = Vocabulary([*words, *AGES, *SYMPTOMS, *DAYS])
+        self.single_observation_space = spaces.Dict(
+            {"image": image_space(p.image_size, p.image_size), "text": TextSpace(self.vocabulary, p.max_text_length)}
+        )
+        self.single_action_space = spaces.Discrete(NUM_TESTS + p.num_conditions)
+        self.action_names = tuple(
+            [f"order {t.name.lower()} test" for t in Exam] + [f"diagnose {c}" for c in self.conditions]
+        )
+
+        dev = self.device
+        self._sentence_table, self._sentence_width = self._build_sentence_table()
+        self._sentence_table = self._sentence_table.to(dev)
+        self._age_word = torch.tensor([self.vocabulary.id(w) for w in AGES], device=dev)
+        self._symptom_word = torch.tensor([self.vocabulary.id(w) for w in SYMPTOMS], device=dev)
+        self._days_word = torch.tensor([self.vocabulary.id(w) for w in DAYS], device=dev)
+        atlas = scan_atlas(p.tile, p.num_findings, TISSUE_VARIANTS, LESION_VARIANTS)
+        self.renderer = SpriteRenderer(torch.from_numpy(atlas), GRID, GRID, p.image_size).to(dev)
+        self._anatomy = torch.tensor(_ANATOMY, dtype=torch.int64, device=dev).reshape(1, -1)
+        self._lesion_base = 3 * TISSUE_VARIANTS
+        self._zoom_base = self._lesion_base + (p.num_findings + 1) * 4 * LESION_VARIANTS
+        quadrant = torch.arange(4, device=dev)
+        self._lesion_offsets = (quadrant // 2) * GRID + quadrant % 2  # cell offsets of a 2x2 square
+        zoom = torch.arange(16, device=dev)
+        self._zoom_cells = (2 + zoom // 4) * GRID + 2 + zoom % 4  # the centre 4x4 cells
+        self._lung_columns = torch.tensor(_LUNG_COLUMNS, device=dev)
+        self._n_draws = 14 + _PARTS + GRID * GRID
+
+    # ------------------------------------------------------------------ text
+    def _build_sentence_table(self) -> tuple[Tensor, int]:
+        """int64[len(Sentence) * PHRASINGS + 1, W]: every phrasing padded to the longest, with
+        negative placeholders for age (-1), symptom (-2) and days (-3); the last row is blank."""
+        rows = [
+            [_SLOTS[w] if w in _SLOTS else self.vocabulary.id(w) for w in text.split()]
+            for sentence in Sentence
+            for text in SENTENCES[sentence]
+        ]
+        width = max(len(r) for r in rows)
+        longest = sum(
+            max(len(t.split()) for s in group for t in SENTENCES[s])
+            for group in ((Sentence.INTRO,), (Sentence.FEVER, Sentence.NO_FEVER), (Sentence.BLOOD_HIGH, Sentence.BLOOD_NORMAL),
+                          (Sentence.SCAN,), (Sentence.TEMPERATURE_HIGH, Sentence.TEMPERATURE_NORMAL))
+        )
+        if longest > self.params.max_text_length:
+            raise ValueError(f"max_text_length={self.params.max_text_length} is too short: the full record takes {longest} tokens")
+        table = [r + [0] * (width - len(r)) for r in rows] + [[0] * width]
+        return torch.tensor(table, dtype=torch.int64), width
+
+    @property
+    def _blank_sentence(self) -> int:
+        return len(Sentence) * PHRASINGS
+
+    def _compose_text(self, sentences: Tensor, fillers: Tensor) -> Tensor:
+        """int64[B, L]: the sentence rows joined, placeholders filled, padding moved to the end."""
+        batch = sentences.shape[0]
+        tokens = self._sentence_table[sentences].reshape(batch, -1)
+        tokens = torch.where(tokens < 0, fillers.gather(1, (-1 - tokens).clamp(min=0)), tokens)
+        order = (tokens == 0).to(torch.int8).argsort(dim=1, stable=True)  # words first, in order
+        return tokens.gather(1, order[:, : self.params.max_text_length])
+
+    # ------------------------------------------------------------------ evidence
+    def posterior(self, state: DiagnoseState) -> Tensor:
+        """float32[B, C]: the posterior over conditions given the evidence revealed in each row."""
+        p = self.params
+        r_f, r_b, r_t = p.fever_reliability, p.blood_accuracy, p.temperature_accuracy
+        like_yes = torch.where(state.fever, r_f, 1 - r_f)
+        like_no = torch.where(state.fever, 1 - r_f, r_f)
+        for index, result, accuracy in ((Exam.BLOOD, state.blood_high, r_b), (Exam.TEMPERATURE, state.temperature_high, r_t)):
+            shown = state.revealed[:, index]
+            like_yes = like_yes * torch.where(shown, torch.where(result, accuracy, 1 - accuracy), 1.0)
+            like_no = like_no * torch.where(shown, torch.where(result, 1 - accuracy, accuracy), 1.0)
+        total = like_yes + like_no
+        p_infection = torch.where(total > 0, like_yes / total.clamp(min=1e-12), 0.5)
+        known = state.clear | state.revealed[:, Exam.SCAN]
+        onehot = torch.nn.functional.one_hot(state.finding, p.num_findings).to(torch.float32)
+        p_finding = torch.where(known[:, None], onehot, 1.0 / p.num_findings)
+        return torch.stack([p_finding * p_infection[:, None], p_finding * (1 - p_infection)[:, None]], dim=2).reshape(
+            -1, p.num_conditions
+        )
+
+    # ------------------------------------------------------------------ BatchedEnv
+    def _initial_state(self, episode_key: Tensor) -> DiagnoseState:
+        p = self.params
+        dev = self.device
+        u = rng.uniform(episode_key, self._n_draws)
+        batch = episode_key.shape[0]
+        finding = rng.randint(u[:, 0], p.num_findings)
+        infection = u[:, 1] < 0.5
+        clear = u[:, 2] < p.clear_scan_prob
+
+        def agrees(x: Tensor, prob: float) -> Tensor:
+            return torch.where(x < prob, infection, ~infection)
+
+        fever = agrees(u[:, 3], p.fever_reliability)
+        blood_high = agrees(u[:, 4], p.blood_accuracy)
+        temperature_high = agrees(u[:, 5], p.temperature_accuracy)
+
+        # scans: noisy tissue everywhere, the lesion's 2x2 square in a lung, or its 4x4 zoom in the centre
+        noise = rng.randint(u[:, 14 + _PARTS :], TISSUE_VARIANTS)
+        lesion_variant = rng.randint(u[:, 8], LESION_VARIANTS)
+        top = 1 + rng.randint(u[:, 7], _LESION_ROWS)
+        corner = top * GRID + self._lung_columns[rng.randint(u[:, 6], 2)]
+        shown = torch.where(clear, finding, p.num_findings)  # the hazy opacity is "finding" F
+        quadrant = torch.arange(4, device=dev)
+        scan_cells = self._anatomy * TISSUE_VARIANTS + noise
+        lesion = self._lesion_base + ((shown[:, None] * 4 + quadrant) * LESION_VARIANTS + lesion_variant[:, None])
+        scan_cells = scan_cells.scatter(1, corner[:, None] + self._lesion_offsets, lesion)
+        zoom = torch.arange(16, device=dev)
+        zoom_cells = TISSUE_VARIANTS + noise  # lung tissue all round
+        zoomed = self._zoom_base + ((finding[:, None] * 16 + zoom) * LESION_VARIANTS + lesion_variant[:, None])
+        zoom_cells = zoom_cells.scatter(1, self._zoom_cells.expand(batch, -1), zoomed)
+
+        phrasing = rng.randint(u[:, 14 : 14 + _PARTS], PHRASINGS)
+        fever_sentence = torch.where(fever, int(Sentence.FEVER), int(Sentence.NO_FEVER))
+        sentences = torch.full((batch, _PARTS), self._blank_sentence, dtype=torch.int64, device=dev)
+        sentences[:, 0] = Sentence.INTRO * PHRASINGS + phrasing[:, 0]
+        sentences[:, 1] = fever_sentence * PHRASINGS + phrasing[:, 1]
+        fillers = torch.stack(
+            [
+                self._age_word[rng.randint(u[:, 9], len(AGES))],
+                self._symptom_word[rng.randint(u[:, 10], len(SYMPTOMS))],
+                self._days_word[rng.randint(u[:, 11], len(DAYS))],
+            ],
+            dim=1,
+        )
+        zeros = torch.zeros(batch, dtype=torch.int64, device=dev)
+        state = DiagnoseState(
+            finding=finding,
+            infection=infection,
+            clear=clear,
+            fever=fever,
+            blood_high=blood_high,
+            temperature_high=temperature_high,
+            revealed=torch.zeros(batch, NUM_TESTS, dtype=torch.bool, device=dev),
+            scan_cells=scan_cells,
+            zoom_cells=zoom_cells,
+            phrasing=phrasing,
+            sentences=sentences,
+            fillers=fillers,
+            text=torch.zeros(batch, p.max_text_length, dtype=torch.int64, device=dev),
+            patient=zeros,
+            last_action=zeros - 1,
+            last_reward=torch.zeros(batch, dtype=torch.float32, device=dev),
+            end_reason=zeros,
+        )
+        state.text = self._compose_text(sentences, fillers)
+        return state
+
+    def _result_sentences(self, state: DiagnoseState, revealed: Tensor) -> Tensor:
+        """int64[B, 3]: the sentence-table row of each test's result, or the blank row while not ordered."""
+        blood = torch.where(state.blood_high, int(Sentence.BLOOD_HIGH), int(Sentence.BLOOD_NORMAL))
+        temperature = torch.where(state.temperature_high, int(Sentence.TEMPERATURE_HIGH), int(Sentence.TEMPERATURE_NORMAL))
+        kinds = torch.stack([blood, torch.full_like(blood, int(Sentence.SCAN)), temperature], dim=1)
+        rows = kinds * PHRASINGS + state.phrasing[:, 2:]
+        return torch.where(revealed, rows, self._blank_sentence)
+
+    def _transition(self, state: DiagnoseState, actions: Tensor, step_key: Tensor):
+        p = self.params
+        is_test = actions < NUM_TESTS
+        test = torch.where(is_test, actions, -1)
+        revealed = state.revealed | (torch.arange(NUM_TESTS, device=self.device) == test[:, None])
+        condition = 2 * state.finding + (~state.infection).to(torch.int64)
+        diagnosed = ~is_test
+        correct = diagnosed & (actions - NUM_TESTS == condition)
+        reward = torch.where(is_test, -p.test_cost, torch.where(correct, 1.0, -1.0)).to(torch.float32)
+        t = self.elapsed + 1
+        end_reason = torch.where(
+            correct, 1, torch.where(diagnosed, 2, torch.where(t >= p.max_steps, 3, 0))
+        )
+        terminated = diagnosed & (state.patient + 1 >= p.patients)
+        sentences = torch.cat([state.sentences[:, :2], self._result_sentences(state, revealed)], dim=1)
+        next_state = dataclasses.replace(
+            state,
+            revealed=revealed,
+            sentences=sentences,
+            text=self._compose_text(sentences, state.fillers),
+            patient=state.patient + diagnosed.to(torch.int64),
+            last_action=actions.clone(),
+            last_reward=reward.clone(),  # autoreset writes fresh rows into the state in place
+            end_reason=end_reason.clone(),
+        )
+        # the next patient of the shift comes in where a case closed (drawn from this step's key)
+        rows = torch.nonzero(diagnosed & ~terminated).flatten()
+        if rows.numel():
+            fresh = self._initial_state(step_key.index_select(0, rows))
+            for f in dataclasses.fields(next_state):
+                if f.name not in _EPISODE_FIELDS:
+                    merged = getattr(next_state, f.name).clone()
+                    setattr(next_state, f.name, merged.index_copy_(0, rows, getattr(fresh, f.name)))
+        info = {"diagnosed": diagnosed, "correct": correct, "test_ordered": test, "end_reason": end_reason}
+        return next_state, reward, terminated, info
+
+    def _observe(self, state: DiagnoseState) -> dict[str, Tensor]:
+        cells = torch.where(state.revealed[:, Exam.SCAN, None], state.zoom_cells, state.scan_cells)
+        return {"image": self.renderer.render(cells), "text": state.text.clone()}
+
+    def _decision_info(self, state: DiagnoseState) -> dict[str, Tensor]:
+        return {
+            "condition": 2 * state.finding + (~state.infection).to(torch.int64),
+            "finding": state.finding.clone(),
+            "infection": state.infection.clone(),
+            "revealed": state.revealed.clone(),
+            "posterior": self.posterior(state),
+            "patient": state.patient.clone(),
+        }
+
+    # ------------------------------------------------------------------ rendering
+    def render_frame(self, index: int = 0, scale: int = 4) -> np.ndarray:
+        """HWC uint8 frame of instance ``index``: the scan enlarged, the record, the last action and the truth."""
+        if self.state is None:
+            raise RuntimeError("render() called before reset()")
+        row = torch.tensor([index], device=self.device)
+        state = dataclasses.replace(self.state, **{f.name: getattr(self.state, f.name)[row] for f in dataclasses.fields(self.state)})
+        image = self._observe(state)["image"][0].cpu().numpy()
+        last = int(state.last_action[0])
+        condition = 2 * int(state.finding[0]) + (0 if bool(state.infection[0]) else 1)
+        end = int(state.end_reason[0])
+        lines = [
+            f'"{self.decode(state.text[0])}"',
+            f"patient {int(state.patient[0]) + 1}/{self.params.patients}   step {int(self.elapsed[index])}/{self.max_episode_steps}"
+            f"   return {float(self.episode_return[index]):.2f}",
+            "start of shift" if last < 0 else f"last: {self.action_names[last]}, reward {float(state.last_reward[0]):.2f}"
+            + ("" if end == 0 else f" ({self.end_reasons[end]})"),
+            f"truth: {self.conditions[condition]} ({self.findings[int(state.finding[0])]}, "
+            f"{'infection' if bool(state.infection[0]) else 'no infection'})",
+        ]
+        return compose(enlarge(image, scale), lines)
