@@ -36,6 +36,8 @@ class SpriteRenderer:
         self._word = 8 if tile % 8 == 0 else 1
         words = self.atlas.view(torch.int64) if self._word == 8 else self.atlas
         self._strips = words.reshape(-1, tile // self._word)  # [S * 3 * T, T / w]: one sprite row each
+        if self._strips.shape[1] == 1:  # one word per strip: a 1-D gather is several times faster
+            self._strips = self._strips.view(-1)
         # For each output strip, in output order (channel, grid row, row in sprite, grid column):
         # which grid cell it comes from, and its strip offset within that cell's sprite.
         c, r, y, x = torch.meshgrid(
