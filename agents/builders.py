@@ -1,0 +1,121 @@
+"""Stable-Baselines3 algorithms built from plain arguments (the training entry point turns its config into these).
+
+``build_algorithm("ppo", env, extractor_kwargs={"fusion": "film"}, algo_kwargs={"n_steps": 64}, seed=0, device="cpu")``
+gives a ``PPO("MultiInputPolicy", env, ...)`` whose policy uses :class:`mmrl.MultimodalExtractor`. Names map to
+classes in :data:`ALGORITHMS`; ``recurrent_ppo`` comes from sb3-contrib, imported only when asked for.
+Hyper-parameters are checked against the constructor's signature first, so a misspelt one fails with the list
+of valid names before any env or network is built.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.vec_env import VecEnv
+from torch import nn
+
+from mmrl.extractors.multimodal import MultimodalExtractor
+
+#: algorithm name -> (module, class, policy, pip package that provides it)
+ALGORITHMS: dict[str, tuple[str, str, str, str]] = {
+    "ppo": ("stable_baselines3", "PPO", "MultiInputPolicy", "stable-baselines3"),
+    "a2c": ("stable_baselines3", "A2C", "MultiInputPolicy", "stable-baselines3"),
+    "dqn": ("stable_baselines3", "DQN", "MultiInputPolicy", "stable-baselines3"),
+    "recurrent_ppo": ("sb3_contrib", "RecurrentPPO", "MultiInputLstmPolicy", "sb3-contrib"),
+}
+
+#: constructor arguments set by :func:`build_algorithm` itself, not accepted among the hyper-parameters
+RESERVED = ("policy", "env", "seed", "device", "policy_kwargs", "tensorboard_log", "verbose", "_init_setup_model")
+
+#: names accepted for ``policy_kwargs["activation_fn"]`` (a config holds strings, SB3 wants a class)
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "gelu": nn.GELU, "silu": nn.SiLU, "leaky_relu": nn.LeakyReLU,
+}  # fmt: skip
+
+
+def algorithm_class(name: str) -> type[BaseAlgorithm]:
+    """The SB3 class for ``name`` (``ppo``, ``a2c``, ``dqn``, ``recurrent_ppo``).
+
+    :raises ValueError: for an unknown name (the message lists the valid ones).
+    :raises ImportError: when the package providing it (sb3-contrib for ``recurrent_ppo``) is not installed.
+    """
+    if name not in ALGORITHMS:
+        raise ValueError(f"unknown algorithm {name!r}; valid choices: {sorted(ALGORITHMS)}")
+    module, cls, _, package = ALGORITHMS[name]
+    try:
+        return getattr(importlib.import_module(module), cls)
+    except ImportError as error:
+        raise ImportError(
+            f"algorithm {name!r} needs the package {package!r}, which is not installed: pip install {package}"
+        ) from error
+
+
+def is_off_policy(name: str) -> bool:
+    """Whether the algorithm keeps a replay buffer (saved with checkpoints)."""
+    return issubclass(algorithm_class(name), OffPolicyAlgorithm)
+
+
+def check_algo_kwargs(name: str, algo_kwargs: Mapping[str, Any]) -> None:
+    """Fail fast on a hyper-parameter the constructor of ``name`` does not take.
+
+    :raises ValueError: naming the bad keys and listing the valid ones.
+    """
+    cls = algorithm_class(name)
+    valid = sorted(p for p in inspect.signature(cls.__init__).parameters if p not in ("self", *RESERVED))
+    reserved = sorted(k for k in algo_kwargs if k in RESERVED)
+    if reserved:
+        raise ValueError(f"{reserved} are set by mmrl from the config, not in the algorithm's hyper-parameters")
+    unknown = sorted(k for k in algo_kwargs if k not in valid)
+    if unknown:
+        raise ValueError(f"{cls.__name__} does not take the hyper-parameters {unknown}; valid choices: {valid}")
+
+
+def policy_kwargs_for(extractor_kwargs: Mapping[str, Any], policy_kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``policy_kwargs`` with :class:`~mmrl.MultimodalExtractor` and its arguments; activation names become classes."""
+    kwargs = dict(policy_kwargs or {})
+    activation = kwargs.get("activation_fn")
+    if isinstance(activation, str):
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation_fn {activation!r}; valid choices: {sorted(ACTIVATIONS)}")
+        kwargs["activation_fn"] = ACTIVATIONS[activation]
+    kwargs["features_extractor_class"] = MultimodalExtractor
+    kwargs["features_extractor_kwargs"] = dict(extractor_kwargs)
+    return kwargs
+
+
+def build_algorithm(
+    algo_name: str,
+    env: VecEnv,
+    extractor_kwargs: Mapping[str, Any],
+    algo_kwargs: Mapping[str, Any],
+    seed: int | None,
+    device: str | torch.device,
+    policy_kwargs: Mapping[str, Any] | None = None,
+    verbose: int = 0,
+) -> BaseAlgorithm:
+    """A new SB3 model for ``env`` whose policy reads observations through :class:`~mmrl.MultimodalExtractor`.
+
+    :param algo_name: a key of :data:`ALGORITHMS`.
+    :param extractor_kwargs: keyword arguments of :class:`~mmrl.MultimodalExtractor` (``fusion``, ``features_dim`` ...).
+    :param algo_kwargs: the constructor's hyper-parameters (``n_steps``, ``learning_rate`` ...).
+    :param policy_kwargs: other policy arguments (``net_arch``, ``activation_fn`` by name ...).
+    """
+    check_algo_kwargs(algo_name, algo_kwargs)
+    cls = algorithm_class(algo_name)
+    policy = ALGORITHMS[algo_name][2]
+    return cls(
+        policy, env, seed=seed, device=device, verbose=verbose,
+        policy_kwargs=policy_kwargs_for(extractor_kwargs, policy_kwargs), **dict(algo_kwargs),
+    )  # fmt: skip
+
+
+def load_algorithm(algo_name: str, path: str | Path, env: VecEnv | None, device: str | torch.device) -> BaseAlgorithm:
+    """A model saved by ``model.save`` (``.zip``), attached to ``env``."""
+    return algorithm_class(algo_name).load(path, env=env, device=device)

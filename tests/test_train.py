@@ -1,0 +1,260 @@
+"""Smoke runs of the training CLI (``python -m mmrl.train``) through ``subprocess``, with tiny budgets.
+
+Each run uses 4 envs and 16-step rollouts (64 env steps per PPO iteration), so the step counts below are
+multiples of 64. Run directories go under pytest's ``tmp_path``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import mmrl
+from mmrl.agents import builders
+from mmrl.checkpoints import CHECKPOINT_DIR, Checkpoint, atomic_write, list_checkpoints, load_latest_checkpoint
+
+#: a small, fast run: 4 envs x 16 steps per rollout, a tiny extractor, 8 evaluation episodes
+TINY = [
+    "n_envs=4", "algo.hyperparams.n_steps=16", "algo.hyperparams.batch_size=32", "algo.hyperparams.n_epochs=1",
+    "extractor.features_dim=32", "extractor.text_dim=16", "eval_episodes=8", "progress=false",
+]  # fmt: skip
+ROLLOUT = 4 * 16
+
+
+def run_train(args: list[str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``python -m mmrl.train *args`` in ``cwd``."""
+    env = dict(os.environ, HYDRA_FULL_ERROR="0", PYTHONUNBUFFERED="1")
+    return subprocess.run(
+        [sys.executable, "-m", "mmrl.train", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env
+    )
+
+
+def check_ok(result: subprocess.CompletedProcess[str]) -> None:
+    assert result.returncode == 0, f"exit {result.returncode}\n--- stdout\n{result.stdout[-3000:]}\n--- stderr\n{result.stderr[-3000:]}"
+
+
+def summary_of(run_dir: Path) -> dict:
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One finished tiny PPO run: 320 steps, evaluation every 128, a checkpoint every 64 (the last 3 kept)."""
+    cwd = tmp_path_factory.mktemp("tiny")
+    run_dir = cwd / "runs" / "tiny"
+    args = [*TINY, "total_timesteps=300", "eval_every=128", "checkpoint_every=64", f"run_dir={run_dir}"]
+    check_ok(run_train(args, cwd))
+    return run_dir
+
+
+def test_default_config_composes(tmp_path: Path) -> None:
+    result = run_train(["--cfg", "job"], tmp_path, timeout=60)
+    check_ok(result)
+    out = result.stdout
+    for expected in ("id: mmrl/Recommend-v0", "name: ppo", "fusion: film", "threads: 1", "resume: null", "n_steps: 64"):
+        assert expected in out, f"{expected!r} not in the composed config:\n{out}"
+    assert not (tmp_path / "runs").exists(), "--cfg job must not start a run"
+
+
+def test_tiny_run_writes_every_artefact(tiny_run: Path) -> None:
+    for name in ("config.yaml", "progress.csv", "evaluations.csv", "best_model.zip", "final_model.zip", "summary.json"):
+        assert (tiny_run / name).is_file(), f"{name} missing from {sorted(p.name for p in tiny_run.iterdir())}"
+    assert any(p.name.startswith("events.out.tfevents") for p in (tiny_run / "tb").iterdir()), "no TensorBoard events"
+    checkpoints = list_checkpoints(tiny_run / CHECKPOINT_DIR)
+    assert [c.steps for c in checkpoints] == [192, 256, 320], "checkpoints every 64 steps, the last 3 kept"
+    assert all(c.state.is_file() for c in checkpoints)
+    assert not [p for p in (tiny_run / CHECKPOINT_DIR).iterdir() if ".tmp" in p.name], "temporary files left behind"
+
+    summary = summary_of(tiny_run)
+    assert summary["total_timesteps"] == 320  # 300 rounded up to whole rollouts of 64
+    assert summary["resumed_from"] is None
+    for key in ("wall_time_s", "fps", "final_return", "best_return", "random_return", "oracle_return"):
+        assert isinstance(summary[key], float), key
+    assert summary["best_return"] >= summary["final_return"]
+
+    config = (tiny_run / "config.yaml").read_text()
+    assert f"run_dir: {tiny_run}" in config and "${" not in config, "the saved config is resolved"
+    lines = (tiny_run / "progress.csv").read_text().splitlines()
+    assert "time/total_timesteps" in lines[0] and len(lines) >= 5
+    assert len((tiny_run / "evaluations.csv").read_text().splitlines()) == 1 + 3  # at 128, 256 and the end
+
+    venv = mmrl.make_vec("mmrl/Recommend-v0", num_envs=2, seed=0, image_size=32)
+    model = builders.load_algorithm("ppo", tiny_run / "final_model.zip", env=None, device="cpu")
+    actions, _ = model.predict(venv.reset(), deterministic=True)
+    assert actions.shape == (2,)
+
+
+def test_unknown_choice_fails_with_valid_choices(tmp_path: Path) -> None:
+    result = run_train(["env=nope"], tmp_path, timeout=60)
+    assert result.returncode != 0
+    assert "Could not find 'env/nope'" in result.stderr and "recommend" in result.stderr, result.stderr
+    result = run_train(["extractor=nope"], tmp_path, timeout=60)
+    assert result.returncode != 0
+    for choice in ("concat", "cross_attention", "film", "gated"):
+        assert choice in result.stderr, result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("bogus=1", "Key 'bogus' not in 'TrainConfig'"),
+        ("+bogus=1", "Key 'bogus' not in 'TrainConfig'"),
+        ("extractor.fusoin=film", "Key 'fusoin' not in 'ExtractorConfig'"),
+        ("+extractor.fusoin=film", "Key 'fusoin' not in 'ExtractorConfig'"),
+        ("n_envs=many", "Value 'many' of type 'str' could not be converted to Integer"),
+        ("n_envs=0", "must be positive"),
+        ("+algo.hyperparams.n_stepz=8", "does not take the hyper-parameters ['n_stepz']; valid choices:"),
+    ],
+)
+def test_bad_key_or_value_fails_fast(tmp_path: Path, override: str, message: str) -> None:
+    start = time.perf_counter()
+    result = run_train([override, f"run_dir={tmp_path / 'run'}"], tmp_path, timeout=60)
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
+    assert time.perf_counter() - start < 30
+    assert not (tmp_path / "run" / "checkpoints").exists(), "nothing should have been trained"
+
+
+def test_killed_run_resumes_to_the_same_step_count(tmp_path: Path) -> None:
+    run_dir = tmp_path / "runs" / "killed"
+    args = [*TINY, "total_timesteps=640", "eval_every=0", "checkpoint_every=128", f"run_dir={run_dir}"]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mmrl.train", *args], cwd=tmp_path, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 90
+        while not list_checkpoints(run_dir / CHECKPOINT_DIR):
+            assert process.poll() is None, "the run ended before its first checkpoint"
+            assert time.monotonic() < deadline, "no checkpoint within 90 s"
+            time.sleep(0.05)
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.wait(timeout=30)
+    assert not (run_dir / "summary.json").exists(), "killed after it finished; make the run longer"
+    killed_at = list_checkpoints(run_dir / CHECKPOINT_DIR)[-1].steps
+
+    result = run_train([f"resume={run_dir}"], tmp_path)
+    check_ok(result)
+    summary = summary_of(run_dir)
+    assert summary["total_timesteps"] == 640, "a resumed run ends where an uninterrupted one does"
+    assert summary["resumed_from"] == killed_at
+    with open(run_dir / "progress.csv", newline="") as file:
+        steps = [int(float(row["time/total_timesteps"])) for row in csv.DictReader(file) if row["time/total_timesteps"]]
+    assert steps == sorted(steps) and steps[-1] == 640, "progress.csv continues from the checkpoint"
+    assert sorted(p.name for p in run_dir.iterdir() if p.is_dir()) == ["checkpoints", "tb"], "no stray folders"
+
+
+def test_truncated_checkpoint_falls_back_to_the_previous_one(tiny_run: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "copy"
+    shutil.copytree(tiny_run, run_dir)
+    for name in ("summary.json", "final_model.zip"):
+        (run_dir / name).unlink()
+    latest = list_checkpoints(run_dir / CHECKPOINT_DIR)[-1]
+    data = latest.model.read_bytes()
+    latest.model.write_bytes(data[: len(data) // 2])
+
+    result = run_train([f"resume={run_dir}"], tmp_path)
+    check_ok(result)
+    output = result.stdout + result.stderr
+    assert f"checkpoint {latest.model} is unreadable" in output, output
+    summary = summary_of(run_dir)
+    assert summary["resumed_from"] == 256 and summary["total_timesteps"] == 320
+
+
+def test_resume_warns_about_ignored_overrides(tiny_run: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "done"
+    shutil.copytree(tiny_run, run_dir)
+    result = run_train([f"resume={run_dir}", "seed=5"], tmp_path)
+    check_ok(result)
+    assert "ignoring ['seed=5']" in result.stdout + result.stderr
+    assert summary_of(run_dir)["total_timesteps"] == 320  # already finished: nothing more to do
+
+
+def test_dqn_resume_restores_the_replay_buffer(tmp_path: Path) -> None:
+    run_dir = tmp_path / "dqn"
+    args = [
+        "algo=dqn", "n_envs=4", "total_timesteps=256", "checkpoint_every=64", "keep_checkpoints=5", "eval_every=0",
+        "eval_episodes=8", "progress=false", "extractor.features_dim=32", "extractor.text_dim=16",
+        "algo.hyperparams.buffer_size=1000", "algo.hyperparams.learning_starts=32", "algo.hyperparams.batch_size=16",
+        "algo.hyperparams.target_update_interval=16", f"run_dir={run_dir}",
+    ]  # fmt: skip
+    check_ok(run_train(args, tmp_path))
+    checkpoints = list_checkpoints(run_dir / CHECKPOINT_DIR)
+    assert [c.steps for c in checkpoints] == [64, 128, 192, 256]
+    assert all(c.replay_buffer.is_file() for c in checkpoints)
+
+    # As if killed just after the checkpoint at 128 steps.
+    for checkpoint in checkpoints[2:]:
+        for path in checkpoint.files():
+            path.unlink()
+    (run_dir / "summary.json").unlink()
+    restored = load_latest_checkpoint(
+        run_dir / CHECKPOINT_DIR, lambda path: builders.load_algorithm("dqn", path, env=None, device="cpu")
+    )
+    assert restored is not None and restored.checkpoint.steps == 128
+    assert restored.model.replay_buffer.size() * 4 == 128, "the replay buffer holds every transition so far"
+
+    result = run_train([f"resume={run_dir}"], tmp_path)
+    check_ok(result)
+    assert "replay buffer: 128 transitions" in result.stdout + result.stderr
+    summary = summary_of(run_dir)
+    assert summary["resumed_from"] == 128 and summary["total_timesteps"] == 256
+
+
+def test_atomic_write_leaves_the_old_file_on_failure(tmp_path: Path) -> None:
+    path = tmp_path / "x.pkl"
+    atomic_write(path, lambda f: pickle.dump("old", f))
+
+    def fail(file) -> None:
+        file.write(b"partial")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(path, fail)
+    assert pickle.loads(path.read_bytes()) == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.pkl"]
+    assert Checkpoint.at(tmp_path, 5).model.name == "step_0000000005.zip"
+
+
+def test_builders_check_names_and_hyperparameters(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValueError, match="valid choices: \\['a2c', 'dqn', 'ppo', 'recurrent_ppo'\\]"):
+        builders.algorithm_class("sac")
+    with pytest.raises(ValueError, match="n_step"):
+        builders.check_algo_kwargs("ppo", {"n_step": 8})
+    with pytest.raises(ValueError, match="set by mmrl"):
+        builders.check_algo_kwargs("ppo", {"seed": 1})
+    monkeypatch.setitem(sys.modules, "sb3_contrib", None)  # as if sb3-contrib were not installed
+    with pytest.raises(ImportError, match="pip install sb3-contrib"):
+        builders.algorithm_class("recurrent_ppo")
+
+
+@pytest.mark.slow
+def test_multirun_sweeps_seeds_and_extractors(tmp_path: Path) -> None:
+    args = ["--multirun", "seed=0,1", "extractor=concat,film", *TINY, "total_timesteps=128", "eval_every=0",
+            "checkpoint_every=0", "run_dir=runs/${extractor.fusion}-${seed}"]  # fmt: skip
+    check_ok(run_train(args, tmp_path, timeout=300))
+    names = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    assert names == ["concat-0", "concat-1", "film-0", "film-1"]
+    assert all((tmp_path / "runs" / n / "summary.json").is_file() for n in names)
+
+
+@pytest.mark.slow
+def test_default_run_beats_random(tmp_path: Path) -> None:
+    """The whole default run (a few minutes on 2 cores): the final policy is clearly better than random."""
+    run_dir = tmp_path / "default"
+    check_ok(run_train(["progress=false", f"run_dir={run_dir}"], tmp_path, timeout=1800))
+    summary = summary_of(run_dir)
+    assert summary["final_return"] > summary["random_return"] + 2.0, summary
