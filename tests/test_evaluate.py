@@ -27,7 +27,7 @@ from mmrl.metrics import summarize, t_quantile_975
 from mmrl.video import CAPTION_HEIGHT, video_codec
 
 ENV_ID = "mmrl/Recommend-v0"
-OPTIONS = {"image_size": 32}  # configs/env/recommend.yaml
+OPTIONS = {"image_size": 32, "num_categories": 4, "num_colours": 4}  # configs/env/recommend.yaml
 SEED = 500
 EPISODES = 64
 SUMMARY_KEYS = {"mean", "std", "ci95", "min", "max", "n"}

@@ -88,7 +88,7 @@ def test_tiny_run_writes_every_artefact(tiny_run: Path) -> None:
     assert "time/total_timesteps" in lines[0] and len(lines) >= 5
     assert len((tiny_run / "evaluations.csv").read_text().splitlines()) == 1 + 3  # at 128, 256 and the end
 
-    venv = mmrl.make_vec("mmrl/Recommend-v0", num_envs=2, seed=0, image_size=32)
+    venv = mmrl.make_vec("mmrl/Recommend-v0", num_envs=2, seed=0, image_size=32, num_categories=4, num_colours=4)
     model = builders.load_algorithm("ppo", tiny_run / "final_model.zip", env=None, device="cpu")
     actions, _ = model.predict(venv.reset(), deterministic=True)
     assert actions.shape == (2,)
