@@ -29,6 +29,8 @@ ALGORITHMS: dict[str, tuple[str, str, str, str]] = {
     "a2c": ("stable_baselines3", "A2C", "MultiInputPolicy", "stable-baselines3"),
     "dqn": ("stable_baselines3", "DQN", "MultiInputPolicy", "stable-baselines3"),
     "recurrent_ppo": ("sb3_contrib", "RecurrentPPO", "MultiInputLstmPolicy", "sb3-contrib"),
+    "ppo_fast": ("mmrl.agents.fast", "FastPPO", "MultiInputPolicy", "mmrl"),
+    "dqn_fast": ("mmrl.agents.fast", "FastDQN", "MultiInputPolicy", "mmrl"),
 }
 
 #: constructor arguments set by :func:`build_algorithm` itself, not accepted among the hyper-parameters
@@ -38,6 +40,10 @@ RESERVED = ("policy", "env", "seed", "device", "policy_kwargs", "tensorboard_log
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "gelu": nn.GELU, "silu": nn.SiLU, "leaky_relu": nn.LeakyReLU,
 }  # fmt: skip
+
+
+#: algorithms whose buffers live on the device and read the env's tensors (``mmrl.make_vec(as_tensors=True)``)
+TENSOR_ENV_ALGORITHMS = frozenset({"ppo_fast", "dqn_fast"})
 
 
 def algorithm_class(name: str) -> type[BaseAlgorithm]:

@@ -116,7 +116,14 @@ def _check_config(cfg: DictConfig) -> None:
 
 def make_train_env(cfg: DictConfig, device: str) -> Any:
     """The SB3 VecEnv of ``n_envs`` instances (instance ``i`` seeded ``seed + i`` at the first reset)."""
-    return mmrl.make_vec(cfg.env.id, num_envs=cfg.n_envs, device=device, seed=cfg.seed, **container(cfg.env.options))
+    return mmrl.make_vec(
+        cfg.env.id,
+        num_envs=cfg.n_envs,
+        device=device,
+        seed=cfg.seed,
+        as_tensors=cfg.algo.name in builders.TENSOR_ENV_ALGORITHMS,
+        **container(cfg.env.options),
+    )
 
 
 def make_eval_env(cfg: DictConfig, device: str) -> BatchedEnv:

@@ -258,3 +258,14 @@ def test_default_run_beats_random(tmp_path: Path) -> None:
     check_ok(run_train(["progress=false", f"run_dir={run_dir}"], tmp_path, timeout=1800))
     summary = summary_of(run_dir)
     assert summary["final_return"] > summary["random_return"] + 2.0, summary
+
+
+def test_device_resident_ppo_from_the_cli(tmp_path: Path) -> None:
+    """algo=ppo_fast trains FastPPO on the env's tensors (mmrl.make_vec(as_tensors=True))."""
+    run_dir = tmp_path / "fast"
+    check_ok(run_train([*TINY, "algo=ppo_fast", "total_timesteps=128", "eval_every=0", f"run_dir={run_dir}"], tmp_path))
+    summary = summary_of(run_dir)
+    assert summary["total_timesteps"] == 128
+    assert summary["algo"] == "ppo_fast"
+    model = builders.load_algorithm("ppo_fast", run_dir / "final_model.zip", env=None, device="cpu")
+    assert type(model).__name__ == "FastPPO" and model.num_timesteps == 128
