@@ -230,7 +230,7 @@ def test_atomic_write_leaves_the_old_file_on_failure(tmp_path: Path) -> None:
 
 
 def test_builders_check_names_and_hyperparameters(monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(ValueError, match="valid choices: \\['a2c', 'dqn', 'ppo', 'recurrent_ppo'\\]"):
+    with pytest.raises(ValueError, match="valid choices: \\['a2c', 'dqn', 'dqn_fast', 'ppo', 'ppo_fast', 'recurrent_ppo'\\]"):
         builders.algorithm_class("sac")
     with pytest.raises(ValueError, match="n_step"):
         builders.check_algo_kwargs("ppo", {"n_step": 8})
@@ -269,3 +269,12 @@ def test_device_resident_ppo_from_the_cli(tmp_path: Path) -> None:
     assert summary["algo"] == "ppo_fast"
     model = builders.load_algorithm("ppo_fast", run_dir / "final_model.zip", env=None, device="cpu")
     assert type(model).__name__ == "FastPPO" and model.num_timesteps == 128
+
+
+@pytest.mark.parametrize("env_name", ["navigate", "diagnose"])
+def test_other_envs_train_from_the_cli(env_name: str, tmp_path: Path) -> None:
+    run_dir = tmp_path / env_name
+    args = [*TINY, f"env={env_name}", "env.options.image_size=32", "total_timesteps=128", "eval_every=0", f"run_dir={run_dir}"]
+    check_ok(run_train(args, tmp_path))
+    summary = summary_of(run_dir)
+    assert summary["env"] == f"mmrl/{env_name.capitalize()}-v0" and summary["total_timesteps"] == 128
