@@ -70,14 +70,12 @@ import dataclasses
 from dataclasses import dataclass
 from enum import IntEnum
 
-import numpy as np
 import torch
 from gymnasium import spaces
 from torch import Tensor
 
 from mmrl.core import rng
 from mmrl.core.batched_env import BatchedEnv
-from mmrl.core.frames import compose, enlarge
 from mmrl.core.params import build_params
 from mmrl.core.renderer import SpriteRenderer
 from mmrl.core.spaces import TextSpace, Vocabulary, image_space
@@ -455,13 +453,8 @@ class Diagnose(BatchedEnv[DiagnoseState]):
         }
 
     # ------------------------------------------------------------------ rendering
-    def render_frame(self, index: int = 0, scale: int = 4) -> np.ndarray:
-        """HWC uint8 frame of instance ``index``: the scan enlarged, the record, the last action and the truth."""
-        if self.state is None:
-            raise RuntimeError("render() called before reset()")
-        row = torch.tensor([index], device=self.device)
-        state = dataclasses.replace(self.state, **{f.name: getattr(self.state, f.name)[row] for f in dataclasses.fields(self.state)})
-        image = self._observe(state)["image"][0].cpu().numpy()
+    def _frame_lines(self, state: DiagnoseState, index: int) -> list[str]:
+        """Text panel of the replay frame: the record, the step and return, the last action, the truth."""
         last = int(state.last_action[0])
         condition = 2 * int(state.finding[0]) + (0 if bool(state.infection[0]) else 1)
         end = int(state.end_reason[0])
@@ -474,4 +467,4 @@ class Diagnose(BatchedEnv[DiagnoseState]):
             f"truth: {self.conditions[condition]} ({self.findings[int(state.finding[0])]}, "
             f"{'infection' if bool(state.infection[0]) else 'no infection'})",
         ]
-        return compose(enlarge(image, scale), lines)
+        return lines

@@ -55,14 +55,12 @@ import dataclasses
 from dataclasses import dataclass
 from enum import IntEnum
 
-import numpy as np
 import torch
 from gymnasium import spaces
 from torch import Tensor
 
 from mmrl.core import rng
 from mmrl.core.batched_env import BatchedEnv
-from mmrl.core.frames import compose, enlarge
 from mmrl.core.params import build_params
 from mmrl.core.renderer import SpriteRenderer
 from mmrl.core.spaces import TextSpace, Vocabulary, image_space
@@ -380,13 +378,8 @@ class Navigate(BatchedEnv[NavigateState]):
         }
 
     # ------------------------------------------------------------------ rendering
-    def render_frame(self, index: int = 0, scale: int = 4) -> np.ndarray:
-        """HWC uint8 frame of instance ``index``: the room enlarged, the instruction and the last action."""
-        if self.state is None:
-            raise RuntimeError("render() called before reset()")
-        row = torch.tensor([index], device=self.device)
-        state = dataclasses.replace(self.state, **{f.name: getattr(self.state, f.name)[row] for f in dataclasses.fields(self.state)})
-        image = self._observe(state)["image"][0].cpu().numpy()
+    def _frame_lines(self, state: NavigateState, index: int) -> list[str]:
+        """Text panel of the replay frame: the instruction, the step and return, the last action, the target."""
         last = int(state.last_action[0])
         target = f"{self.colours[int(state.colour[0, 0])]} {self.kinds[int(state.kind[0, 0])]}"
         lines = [
@@ -396,7 +389,7 @@ class Navigate(BatchedEnv[NavigateState]):
             + ("" if int(state.end_reason[0]) == 0 else f" ({self.end_reasons[int(state.end_reason[0])]})"),
             f"target: {target} at {tuple(state.objects[0, 0].tolist())}, {Mission(int(state.mission[0])).name.lower()}",
         ]
-        return compose(enlarge(image, scale), lines)
+        return lines
 
 
 # ---------------------------------------------------------------------------- reference planners

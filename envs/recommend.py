@@ -57,7 +57,6 @@ from torch import Tensor
 
 from mmrl.core import rng
 from mmrl.core.batched_env import BatchedEnv
-from mmrl.core.frames import compose, enlarge
 from mmrl.core.params import build_params
 from mmrl.core.renderer import SpriteRenderer
 from mmrl.core.spaces import TextSpace, Vocabulary, image_space
@@ -448,17 +447,11 @@ class Recommend(BatchedEnv[RecommendState]):
         x0, y0 = left + c * tile, top + r * tile
         return x0 * scale, y0 * scale, (x0 + tile) * scale, (y0 + tile) * scale
 
-    def render_frame(self, index: int = 0, scale: int = 4) -> np.ndarray:
-        """HWC uint8 frame of instance ``index``: the slate enlarged, the utterance and the last outcome."""
-        if self.state is None:
-            raise RuntimeError("render() called before reset()")
-        row = torch.tensor([index], device=self.device)
-        state = dataclasses.replace(self.state, **{f.name: getattr(self.state, f.name)[row] for f in dataclasses.fields(self.state)})
-        image = self._observe(state)["image"][0].cpu().numpy()
+    def _frame_lines(self, state: RecommendState, index: int) -> list[str]:
+        """Text panel of the replay frame: the utterance, the step and return, the last outcome."""
         last = int(state.last_action[0])
-        lines = [
+        return [
             f'"{self.decode(state.text[0])}"',
             f"step {int(self.elapsed[index])}/{self.max_episode_steps}   return {float(self.episode_return[index]):.2f}",
             "start of session" if last < 0 else f"last: slot {last}, reward {float(state.last_reward[0]):.2f}",
         ]
-        return compose(enlarge(image, scale), lines)

@@ -27,6 +27,7 @@ from gymnasium import spaces
 from torch import Tensor
 
 from mmrl.core import rng
+from mmrl.core.frames import compose, enlarge
 from mmrl.core.spaces import TextSpace
 
 StateT = TypeVar("StateT")
@@ -116,6 +117,10 @@ class BatchedEnv(ABC, Generic[StateT]):
         """Info about the decision the returned observation poses (e.g. true values of each action)."""
         return {}
 
+    def _frame_lines(self, state: StateT, index: int) -> list[str]:
+        """Lines of the text panel of :meth:`render_frame` for instance ``index`` (``state``: its state, one row)."""
+        return [f'"{self.decode(self._observe(state)["text"][0])}"']
+
     # ------------------------------------------------------------------ properties
     @property
     def text_space(self) -> TextSpace:
@@ -190,6 +195,15 @@ class BatchedEnv(ABC, Generic[StateT]):
         obs = self._observe(self.state)
         info.update(self._decision_info(self.state))
         return obs, reward, terminated, truncated, info
+
+    def render_frame(self, index: int = 0, scale: int = 4) -> np.ndarray:
+        """HWC uint8 frame of instance ``index``: its observation image enlarged ``scale`` times, beside a text
+        panel (the env's :meth:`_frame_lines`: the decoded text, the last action and outcome...)."""
+        if self.state is None:
+            raise RuntimeError("render() called before reset()")
+        row = select_rows(self.state, torch.tensor([index], device=self.device))
+        image = self._observe(row)["image"][0].cpu().numpy()
+        return compose(enlarge(image, scale), self._frame_lines(row, index))
 
     # ------------------------------------------------------------------ internals
     def _reset_rows(self, mask: Tensor | np.ndarray | None) -> Tensor:
