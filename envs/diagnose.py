@@ -427,14 +427,15 @@ class Diagnose(BatchedEnv[DiagnoseState]):
             last_reward=reward.clone(),  # autoreset writes fresh rows into the state in place
             end_reason=end_reason.clone(),
         )
-        # the next patient of the shift comes in where a case closed (drawn from this step's key)
-        rows = torch.nonzero(diagnosed & ~terminated).flatten()
-        if rows.numel():
-            fresh = self._initial_state(step_key.index_select(0, rows))
-            for f in dataclasses.fields(next_state):
-                if f.name not in _EPISODE_FIELDS:
-                    merged = getattr(next_state, f.name).clone()
-                    setattr(next_state, f.name, merged.index_copy_(0, rows, getattr(fresh, f.name)))
+        # the next patient of the shift comes in where a case closed (drawn from this step's key); a
+        # random policy closes a case in most rows each step, so every row draws one and a mask merges
+        # them (one static-shape program, no sub-batch)
+        next_patient = diagnosed & ~terminated
+        fresh = self._initial_state(step_key)
+        for f in dataclasses.fields(next_state):
+            if f.name not in _EPISODE_FIELDS:
+                old, new = getattr(next_state, f.name), getattr(fresh, f.name)
+                setattr(next_state, f.name, torch.where(next_patient.view(-1, *[1] * (old.dim() - 1)), new, old))
         info = {"diagnosed": diagnosed, "correct": correct, "test_ordered": test, "end_reason": end_reason}
         return next_state, reward, terminated, info
 

@@ -205,9 +205,9 @@ def move_rule(
     front = _front_cells(agent, heading, steps)
     facing = present & (objects == front[:, None, :]).all(dim=2)
     in_room = ((front >= 1) & (front <= room_size)).all(dim=1)
-    move = (actions == Action.FORWARD) & in_room & ~facing.any(dim=1)
+    move = (actions == int(Action.FORWARD)) & in_room & ~facing.any(dim=1)
     agent = torch.where(move[:, None], front, agent)
-    turn = torch.where(actions == Action.LEFT, 3, torch.where(actions == Action.RIGHT, 1, 0))
+    turn = torch.where(actions == int(Action.LEFT), 3, torch.where(actions == int(Action.RIGHT), 1, 0))
     return agent, (heading + turn) % 4, facing
 
 
@@ -329,12 +329,12 @@ class Navigate(BatchedEnv[NavigateState]):
         agent, heading, facing = move_rule(
             state.agent, state.heading, actions, state.objects, state.present, p.room_size, self._steps
         )
-        commits = (actions == Action.PICKUP) | (actions == Action.DONE)
+        commits = (actions == int(Action.PICKUP)) | (actions == int(Action.DONE))
         acted = commits & facing.any(dim=1)
         on_target = facing[:, 0]
-        right_verb = torch.where(state.mission == Mission.PICKUP, actions == Action.PICKUP, actions == Action.DONE)
+        right_verb = torch.where(state.mission == int(Mission.PICKUP), actions == int(Action.PICKUP), actions == int(Action.DONE))
         success = acted & on_target & right_verb
-        picked = facing & (acted & (actions == Action.PICKUP))[:, None]
+        picked = facing & (acted & (actions == int(Action.PICKUP)))[:, None]
         t = self.elapsed + 1
         reward = torch.where(success, 1.0 - 0.9 * t.to(torch.float32) / p.max_steps, 0.0)
         end_reason = torch.where(

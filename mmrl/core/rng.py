@@ -58,7 +58,11 @@ def uniform(key: Tensor, count: int, offset: int = 0) -> Tensor:
     Draw ``j`` of a row is a function of ``(key, offset + j)`` alone, so callers reserve disjoint
     ``offset`` ranges for disjoint purposes. Floats have 24 random bits, exactly representable.
     """
-    bits = hash32(key[:, None] ^ _draw_constants(offset, count, key.device)[None, :])
+    if torch.compiler.is_compiling():  # traced: the constants fold into the generated kernel
+        constants = (torch.arange(offset, offset + count, device=key.device, dtype=torch.int64) * _MIX) & MASK32
+    else:
+        constants = _draw_constants(offset, count, key.device)
+    bits = hash32(key[:, None] ^ constants[None, :])
     return (bits >> 8).to(torch.float32) * _INV_2_24
 
 
