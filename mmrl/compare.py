@@ -1,0 +1,177 @@
+"""``python -m mmrl.compare RUN_OR_SWEEP_DIR ...``: the modality table of finished training runs.
+
+Reads every ``summary.json`` (and the ``config.yaml`` beside it) under the given folders, e.g. the
+output of a Hydra multirun over seeds, fusions and ``extractor.modalities``, and prints per env:
+random, each image-only / text-only / fused row, oracle, as mean ± std over seeds of the final
+evaluation return, with each row's share of the random→oracle gap. Random and oracle come from the
+runs' own evaluations (the same held-out episodes as the agents). Example::
+
+    python -m mmrl.train --multirun seed=0,1,2 extractor=film,concat,gated,cross_attention
+    python -m mmrl.train --multirun seed=0,1,2 extractor=film extractor.modalities=[image],[text]
+    python -m mmrl.compare multirun/ --out modality.md
+
+Runs are grouped by env id, options and training steps, so runs of different setups never share a row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SUMMARY_FILE = "summary.json"
+CONFIG_FILE = "config.yaml"
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What the table needs of one finished run."""
+
+    env: str
+    setup: str
+    row: str
+    seed: int
+    final_return: float
+    random_return: float
+    oracle_return: float | None
+    path: Path
+
+
+def row_label(fusion: str, modalities: list[str]) -> str:
+    """``film`` for a fused run, ``image only (film)`` / ``text only (film)`` for an ablation."""
+    used = sorted(set(modalities))
+    if used == ["image", "text"]:
+        return fusion
+    if len(used) == 1:
+        return f"{used[0]} only ({fusion})"
+    raise ValueError(f"modalities must be a non-empty subset of ['image', 'text']; got {modalities!r}")
+
+
+def load_run(summary_path: Path) -> RunResult:
+    """One run from its ``summary.json`` and ``config.yaml``; errors name the file and what is missing."""
+    try:
+        summary = json.loads(summary_path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{summary_path}: not valid JSON ({error})") from error
+    config_path = summary_path.with_name(CONFIG_FILE)
+    if not config_path.is_file():
+        raise ValueError(f"{summary_path}: no {CONFIG_FILE} beside it (is this an mmrl.train run directory?)")
+    config = yaml.safe_load(config_path.read_text())
+    for key in ("env", "seed", "final_return", "random_return", "total_timesteps"):
+        if key not in summary:
+            raise ValueError(f"{summary_path}: missing key {key!r}")
+    extractor = config.get("extractor", {})
+    options = json.dumps(config.get("env", {}).get("options", {}), sort_keys=True)
+    algo = config.get("algo", {}).get("name", summary.get("algo", "?"))
+    return RunResult(
+        env=summary["env"],
+        setup=f"{algo}, {summary['total_timesteps']:,} steps, options {options}",
+        row=row_label(extractor.get("fusion", summary.get("fusion", "?")), extractor.get("modalities", ["image", "text"])),
+        seed=int(summary["seed"]),
+        final_return=float(summary["final_return"]),
+        random_return=float(summary["random_return"]),
+        oracle_return=None if summary.get("oracle_return") is None else float(summary["oracle_return"]),
+        path=summary_path.parent,
+    )
+
+
+def find_runs(paths: list[Path]) -> list[RunResult]:
+    """Every finished run under ``paths`` (a run directory, or any folder holding run directories)."""
+    runs = []
+    for path in paths:
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such file or directory")
+        found = [path] if path.is_file() else sorted(path.rglob(SUMMARY_FILE))
+        runs.extend(load_run(p) for p in found)
+    return runs
+
+
+def _row_order(row: str) -> tuple[int, str]:
+    return (0 if " only " in row else 1, row)
+
+
+def modality_tables(runs: list[RunResult]) -> list[dict[str, Any]]:
+    """One table per (env, setup): rows with mean, std, share of the gap and the seeds."""
+    groups: dict[tuple[str, str], list[RunResult]] = defaultdict(list)
+    for run in runs:
+        groups[(run.env, run.setup)].append(run)
+    tables = []
+    for (env, setup), members in sorted(groups.items()):
+        random_return = statistics.mean(r.random_return for r in members)
+        oracles = [r.oracle_return for r in members if r.oracle_return is not None]
+        oracle = statistics.mean(oracles) if oracles else None
+        gap = None if oracle is None or oracle == random_return else oracle - random_return
+        by_row: dict[str, list[RunResult]] = defaultdict(list)
+        for r in members:
+            by_row[r.row].append(r)
+        rows = []
+        for name in sorted(by_row, key=_row_order):
+            values = [r.final_return for r in sorted(by_row[name], key=lambda r: r.seed)]
+            mean = statistics.mean(values)
+            rows.append(
+                {
+                    "row": name,
+                    "mean": mean,
+                    "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                    "share_of_gap": None if gap is None else (mean - random_return) / gap,
+                    "seeds": sorted(r.seed for r in by_row[name]),
+                }
+            )
+        tables.append({"env": env, "setup": setup, "random": random_return, "oracle": oracle, "rows": rows})
+    return tables
+
+
+def to_markdown(table: dict[str, Any]) -> str:
+    """A table as Markdown (the format of BENCHMARKS.md)."""
+
+    def share(value: float | None) -> str:
+        return "-" if value is None else f"{100 * value:.0f}%"
+
+    lines = [
+        f"**{table['env']}** ({table['setup']})",
+        "",
+        "| policy | return (mean ± std over seeds) | share of random→oracle gap | seeds |",
+        "|---|---|---|---|",
+        f"| random | {table['random']:.2f} | 0% | - |",
+    ]
+    for row in table["rows"]:
+        seeds = ",".join(map(str, row["seeds"]))
+        lines.append(f"| {row['row']} | {row['mean']:.2f} ± {row['std']:.2f} | {share(row['share_of_gap'])} | {seeds} |")
+    if table["oracle"] is not None:
+        lines.append(f"| oracle | {table['oracle']:.2f} | 100% | - |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mmrl.compare", description=__doc__.split("\n")[0])
+    parser.add_argument("paths", nargs="+", type=Path, help="run directories or folders holding them (searched recursively)")
+    parser.add_argument("--out", type=Path, help="also write the Markdown tables to this file")
+    parser.add_argument("--json", type=Path, help="also write the tables as JSON to this file")
+    args = parser.parse_args(argv)
+    try:
+        runs = find_runs(args.paths)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"mmrl.compare: {error}", file=sys.stderr)
+        return 2
+    if not runs:
+        print(f"mmrl.compare: no finished runs ({SUMMARY_FILE}) under {', '.join(map(str, args.paths))}", file=sys.stderr)
+        return 2
+    tables = modality_tables(runs)
+    text = "\n\n".join(to_markdown(t) for t in tables) + "\n"
+    print(text, end="")
+    if args.out:
+        args.out.write_text(text)
+    if args.json:
+        args.json.write_text(json.dumps(tables, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
