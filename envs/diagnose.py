@@ -11,8 +11,12 @@ end it.) This is a synthetic toy: the conditions' names make replays readable; t
 **Why it needs both modalities.** Conditions come in pairs. The two members of a pair show the same
 lesion on the scan (nodule, patch, streaks, cavity) and differ only in whether the patient has an
 infection, which only the text tells (a history of fever, a white cell count, a temperature chart).
-Across pairs it is the other way round: same text facts, different lesion. So the image alone
-leaves two candidates, the text alone ``num_findings``; only together do they name the condition.
+Across pairs it is the other way round: same text facts, different lesion. And every scan shows a
+lesion in *each* lung: one is the patient's problem, the other an incidental finding of a random
+shape, and only the text says which side hurts. So the image alone leaves the shape of either lesion
+and either infection status (four candidates, or two when both lesions look alike), the text alone
+``num_findings``; only together do they name the condition: read the side in the text, find that
+lung's lesion in the image, read its shape, weigh the text's evidence of infection.
 
 =========  ============  ===============
 finding    infection     no infection
@@ -29,11 +33,12 @@ order, i.e. ``c = 2 * finding + (0 if infection else 1)``).
 
 **Observation space.** ``Dict(image=Box(0, 255, (3, S, S), uint8), text=TextSpace(V, L))``.
 The image is a greyscale scan composed from an 8x8 grid of noisy tissue sprites: body wall, two lung
-fields and the mediastinum, with a 2x2-cell lesion in one lung at a random height. With probability
-``clear_scan_prob`` the first scan shows the lesion's shape; otherwise it shows a hazy opacity that
-hides it. After the *detailed scan* test the image is a 4x zoom on the lesion, shape always visible.
-The text is the history (age, a presenting symptom, duration, and whether the patient reports fever)
-followed by the result of every test ordered so far, as padded token ids.
+fields and the mediastinum, with a 2x2-cell lesion in each lung, each at a random height. With
+probability ``clear_scan_prob`` the first scan shows the lesions' shapes; otherwise hazy opacities hide
+both. After the *detailed scan* test the image is a 4x zoom on both lesions (left lung's on the left,
+right lung's on the right), shapes always visible. The text is the history (age, a presenting symptom,
+duration, the side of the pain, and whether the patient reports fever) followed by the result of every
+test ordered so far, as padded token ids.
 
 **Evidence model** (all drawn at the start, revealed by the tests). The reported fever agrees with
 the infection status with probability ``fever_reliability``; the blood count (high / normal) with
@@ -55,13 +60,14 @@ diagnosis, step limit (a diagnosis before the last patient reports the case's ou
 episode goes on).
 
 **Info.** About the returned observation (the current patient): ``condition``, ``finding``,
-``infection``, ``revealed`` bool[3] (tests ordered so far), ``posterior`` float32[C], ``patient``
+``side`` (0 left, 1 right), ``infection``, ``revealed bool[3] (tests ordered so far), ``posterior`` float32[C], ``patient``
 (0-based index in the shift). About the step just taken: ``diagnosed``,
 ``correct``, ``test_ordered`` (-1 when none), ``end_reason``.
 
 **Arguments.** See :class:`DiagnoseParams`.
 
-**Version history.** v0: first release (issue #7).
+**Version history.** v0: first release (issue #7); a lesion in each lung and the side of the pain
+in the text, so that the image alone no longer names the lesion that matters.
 """
 
 from __future__ import annotations
@@ -105,7 +111,8 @@ _LESION_ROWS = GRID - 3  # top row of the lesion: 1 .. 5
 AGES = ("25", "35", "45", "55", "65", "75")
 SYMPTOMS = ("cough", "breathlessness", "wheezing", "fatigue", "chest-pain")
 DAYS = ("2", "3", "5", "7", "10", "14")
-_SLOTS = {"{age}": -1, "{symptom}": -2, "{days}": -3}
+SIDES = ("left", "right")  # the lung whose lesion is the patient's problem (image columns 1-2 or 5-6)
+_SLOTS = {"{age}": -1, "{symptom}": -2, "{days}": -3, "{side}": -4}
 
 
 class Sentence(IntEnum):
@@ -119,6 +126,7 @@ class Sentence(IntEnum):
     SCAN = 5
     TEMPERATURE_HIGH = 6
     TEMPERATURE_NORMAL = 7
+    SIDE = 8
 
 
 SENTENCES = {
@@ -139,7 +147,7 @@ SENTENCES = {
         "blood test : white cells within range .",
         "bloods show a normal white count .",
     ),
-    Sentence.SCAN: ("detailed scan : see image .", "high resolution scan shown .", "zoomed scan of the lesion attached ."),
+    Sentence.SCAN: ("detailed scan : see image .", "high resolution scan shown .", "zoomed views of both lungs attached ."),
     Sentence.TEMPERATURE_HIGH: (
         "temperature chart : spikes above 38 .",
         "charted temperature is raised .",
@@ -150,10 +158,13 @@ SENTENCES = {
         "charted temperature is normal .",
         "observations show a normal temperature .",
     ),
+    Sentence.SIDE: ("pain is on the {side} side .", "the {side} side of the chest hurts .", "points to the {side} side when coughing ."),
 }
 PHRASINGS = 3
-# the text is these parts in order: intro, fever history, then the three test results (blank until ordered)
-_PARTS = 2 + NUM_TESTS
+# the text is these parts in order: intro, side of the pain, fever history, then the three test results
+# (blank until ordered)
+_PARTS = 3 + NUM_TESTS
+_RESULTS = 3  # index of the first test result among the parts
 
 
 @dataclass(frozen=True)
@@ -178,7 +189,7 @@ class DiagnoseParams:
     """Side of the square observation image in pixels (at least 32)."""
     max_steps: int = 24
     """Step limit of an episode (truncation), for the whole shift."""
-    max_text_length: int = 40
+    max_text_length: int = 48
     """Length L of the padded token-id text."""
 
     def __post_init__(self) -> None:
@@ -211,7 +222,9 @@ class DiagnoseParams:
 class DiagnoseState:
     """Batch-first state tensors, one device."""
 
-    finding: Tensor  # int64[B]
+    finding: Tensor  # int64[B], shape of the lesion in the painful side's lung
+    other_finding: Tensor  # int64[B], shape of the incidental lesion in the other lung
+    side: Tensor  # int64[B], the painful side: 0 left, 1 right
     infection: Tensor  # bool[B]
     clear: Tensor  # bool[B], the first scan shows the lesion's shape
     fever: Tensor  # bool[B], the history reports fever
@@ -222,7 +235,7 @@ class DiagnoseState:
     zoom_cells: Tensor  # int64[B, 64], sprite ids of the detailed scan
     phrasing: Tensor  # int64[B, _PARTS], phrasing of each part of the text
     sentences: Tensor  # int64[B, _PARTS], row of each part in the sentence table (blank row for hidden)
-    fillers: Tensor  # int64[B, 3], word ids of age, symptom, days
+    fillers: Tensor  # int64[B, 4], word ids of age, symptom, days, side
     text: Tensor  # int64[B, L]
     patient: Tensor  # int64[B], index of the current patient in the shift
     last_action: Tensor  # int64[B] (-1 at the start)
@@ -247,7 +260,7 @@ class Diagnose(BatchedEnv[DiagnoseState]):
         self.conditions = CONDITIONS[: p.num_conditions]
         self.findings = SCAN_FINDINGS[: p.num_findings]
         words = [w for texts in SENTENCES.values() for t in texts for w in t.split() if w not in _SLOTS]
-        self.vocabulary = Vocabulary([*words, *AGES, *SYMPTOMS, *DAYS])
+        self.vocabulary = Vocabulary([*words, *AGES, *SYMPTOMS, *DAYS, *SIDES])
         self.single_observation_space = spaces.Dict(
             {"image": image_space(p.image_size, p.image_size), "text": TextSpace(self.vocabulary, p.max_text_length)}
         )
@@ -262,6 +275,7 @@ class Diagnose(BatchedEnv[DiagnoseState]):
         self._age_word = torch.tensor([self.vocabulary.id(w) for w in AGES], device=dev)
         self._symptom_word = torch.tensor([self.vocabulary.id(w) for w in SYMPTOMS], device=dev)
         self._days_word = torch.tensor([self.vocabulary.id(w) for w in DAYS], device=dev)
+        self._side_word = torch.tensor([self.vocabulary.id(w) for w in SIDES], device=dev)
         atlas = scan_atlas(p.tile, p.num_findings, TISSUE_VARIANTS, LESION_VARIANTS)
         self.renderer = SpriteRenderer(torch.from_numpy(atlas), GRID, GRID, p.image_size).to(dev)
         self._anatomy = torch.tensor(_ANATOMY, dtype=torch.int64, device=dev).reshape(1, -1)
@@ -270,14 +284,15 @@ class Diagnose(BatchedEnv[DiagnoseState]):
         quadrant = torch.arange(4, device=dev)
         self._lesion_offsets = (quadrant // 2) * GRID + quadrant % 2  # cell offsets of a 2x2 square
         zoom = torch.arange(16, device=dev)
-        self._zoom_cells = (2 + zoom // 4) * GRID + 2 + zoom % 4  # the centre 4x4 cells
+        left_block = (2 + zoom // 4) * GRID + zoom % 4  # rows 2-5, columns 0-3: the left lesion's zoom
+        self._zoom_cells = torch.stack([left_block, left_block + 4])  # [side, 16]
         self._lung_columns = torch.tensor(_LUNG_COLUMNS, device=dev)
         self._n_draws = 14 + _PARTS + GRID * GRID
 
     # ------------------------------------------------------------------ text
     def _build_sentence_table(self) -> tuple[Tensor, int]:
         """int64[len(Sentence) * PHRASINGS + 1, W]: every phrasing padded to the longest, with
-        negative placeholders for age (-1), symptom (-2) and days (-3); the last row is blank."""
+        negative placeholders for age (-1), symptom (-2), days (-3) and side (-4); the last row is blank."""
         rows = [
             [_SLOTS[w] if w in _SLOTS else self.vocabulary.id(w) for w in text.split()]
             for sentence in Sentence
@@ -286,7 +301,7 @@ class Diagnose(BatchedEnv[DiagnoseState]):
         width = max(len(r) for r in rows)
         longest = sum(
             max(len(t.split()) for s in group for t in SENTENCES[s])
-            for group in ((Sentence.INTRO,), (Sentence.FEVER, Sentence.NO_FEVER), (Sentence.BLOOD_HIGH, Sentence.BLOOD_NORMAL),
+            for group in ((Sentence.INTRO,), (Sentence.SIDE,), (Sentence.FEVER, Sentence.NO_FEVER), (Sentence.BLOOD_HIGH, Sentence.BLOOD_NORMAL),
                           (Sentence.SCAN,), (Sentence.TEMPERATURE_HIGH, Sentence.TEMPERATURE_NORMAL))
         )
         if longest > self.params.max_text_length:
@@ -343,37 +358,48 @@ class Diagnose(BatchedEnv[DiagnoseState]):
         blood_high = agrees(u[:, 4], p.blood_accuracy)
         temperature_high = agrees(u[:, 5], p.temperature_accuracy)
 
-        # scans: noisy tissue everywhere, the lesion's 2x2 square in a lung, or its 4x4 zoom in the centre
+        # scans: noisy tissue everywhere and a lesion's 2x2 square in each lung (the painful side's is the
+        # finding, the other one incidental), or both lesions' 4x4 zooms side by side
+        side = rng.randint(u[:, 6], 2)
+        other_finding = rng.randint(u[:, 12], p.num_findings)
         noise = rng.randint(u[:, 14 + _PARTS :], TISSUE_VARIANTS)
-        lesion_variant = rng.randint(u[:, 8], LESION_VARIANTS)
-        top = 1 + rng.randint(u[:, 7], _LESION_ROWS)
-        corner = top * GRID + self._lung_columns[rng.randint(u[:, 6], 2)]
-        shown = torch.where(clear, finding, p.num_findings)  # the hazy opacity is "finding" F
+        lesion_variant = rng.randint(u[:, 8], LESION_VARIANTS)[:, None]
+        tops = 1 + torch.stack([rng.randint(u[:, 7], _LESION_ROWS), rng.randint(u[:, 13], _LESION_ROWS)], dim=1)
+        sides = torch.stack([side, 1 - side], dim=1)  # [B, 2]: the finding's lung, the incidental one's
+        corners = tops * GRID + self._lung_columns[sides]
+        shapes = torch.stack([finding, other_finding], dim=1)
+        shown = torch.where(clear[:, None], shapes, p.num_findings)  # the hazy opacity is "finding" F
         quadrant = torch.arange(4, device=dev)
-        scan_cells = self._anatomy * TISSUE_VARIANTS + noise
-        lesion = self._lesion_base + ((shown[:, None] * 4 + quadrant) * LESION_VARIANTS + lesion_variant[:, None])
-        scan_cells = scan_cells.scatter(1, corner[:, None] + self._lesion_offsets, lesion)
+        lesions = self._lesion_base + ((shown[:, :, None] * 4 + quadrant) * LESION_VARIANTS + lesion_variant[:, :, None])
+        scan_cells = (self._anatomy * TISSUE_VARIANTS + noise).scatter(
+            1, (corners[:, :, None] + self._lesion_offsets).reshape(batch, 8), lesions.reshape(batch, 8)
+        )
         zoom = torch.arange(16, device=dev)
-        zoom_cells = TISSUE_VARIANTS + noise  # lung tissue all round
-        zoomed = self._zoom_base + ((finding[:, None] * 16 + zoom) * LESION_VARIANTS + lesion_variant[:, None])
-        zoom_cells = zoom_cells.scatter(1, self._zoom_cells.expand(batch, -1), zoomed)
+        zoomed = self._zoom_base + ((shapes[:, :, None] * 16 + zoom) * LESION_VARIANTS + lesion_variant[:, :, None])
+        zoom_cells = (TISSUE_VARIANTS + noise).scatter(  # lung tissue all round
+            1, self._zoom_cells[sides].reshape(batch, 32), zoomed.reshape(batch, 32)
+        )
 
         phrasing = rng.randint(u[:, 14 : 14 + _PARTS], PHRASINGS)
         fever_sentence = torch.where(fever, int(Sentence.FEVER), int(Sentence.NO_FEVER))
         sentences = torch.full((batch, _PARTS), self._blank_sentence, dtype=torch.int64, device=dev)
         sentences[:, 0] = Sentence.INTRO * PHRASINGS + phrasing[:, 0]
-        sentences[:, 1] = fever_sentence * PHRASINGS + phrasing[:, 1]
+        sentences[:, 1] = Sentence.SIDE * PHRASINGS + phrasing[:, 1]
+        sentences[:, 2] = fever_sentence * PHRASINGS + phrasing[:, 2]
         fillers = torch.stack(
             [
                 self._age_word[rng.randint(u[:, 9], len(AGES))],
                 self._symptom_word[rng.randint(u[:, 10], len(SYMPTOMS))],
                 self._days_word[rng.randint(u[:, 11], len(DAYS))],
+                self._side_word[side],
             ],
             dim=1,
         )
         zeros = torch.zeros(batch, dtype=torch.int64, device=dev)
         state = DiagnoseState(
             finding=finding,
+            other_finding=other_finding,
+            side=side,
             infection=infection,
             clear=clear,
             fever=fever,
@@ -399,7 +425,7 @@ class Diagnose(BatchedEnv[DiagnoseState]):
         blood = torch.where(state.blood_high, int(Sentence.BLOOD_HIGH), int(Sentence.BLOOD_NORMAL))
         temperature = torch.where(state.temperature_high, int(Sentence.TEMPERATURE_HIGH), int(Sentence.TEMPERATURE_NORMAL))
         kinds = torch.stack([blood, torch.full_like(blood, int(Sentence.SCAN)), temperature], dim=1)
-        rows = kinds * PHRASINGS + state.phrasing[:, 2:]
+        rows = kinds * PHRASINGS + state.phrasing[:, _RESULTS:]
         return torch.where(revealed, rows, self._blank_sentence)
 
     def _transition(self, state: DiagnoseState, actions: Tensor, step_key: Tensor):
@@ -416,7 +442,7 @@ class Diagnose(BatchedEnv[DiagnoseState]):
             correct, 1, torch.where(diagnosed, 2, torch.where(t >= p.max_steps, 3, 0))
         )
         terminated = diagnosed & (state.patient + 1 >= p.patients)
-        sentences = torch.cat([state.sentences[:, :2], self._result_sentences(state, revealed)], dim=1)
+        sentences = torch.cat([state.sentences[:, :_RESULTS], self._result_sentences(state, revealed)], dim=1)
         next_state = dataclasses.replace(
             state,
             revealed=revealed,
@@ -447,6 +473,7 @@ class Diagnose(BatchedEnv[DiagnoseState]):
         return {
             "condition": 2 * state.finding + (~state.infection).to(torch.int64),
             "finding": state.finding.clone(),
+            "side": state.side.clone(),
             "infection": state.infection.clone(),
             "revealed": state.revealed.clone(),
             "posterior": self.posterior(state),
@@ -465,7 +492,7 @@ class Diagnose(BatchedEnv[DiagnoseState]):
             f"   return {float(self.episode_return[index]):.2f}",
             "start of shift" if last < 0 else f"last: {self.action_names[last]}, reward {float(state.last_reward[0]):.2f}"
             + ("" if end == 0 else f" ({self.end_reasons[end]})"),
-            f"truth: {self.conditions[condition]} ({self.findings[int(state.finding[0])]}, "
+            f"truth: {self.conditions[condition]} ({self.findings[int(state.finding[0])]} on the {SIDES[int(state.side[0])]}, "
             f"{'infection' if bool(state.infection[0]) else 'no infection'})",
         ]
         return lines

@@ -32,8 +32,8 @@ def _with_infection_flipped(state):
 def _full_record(env: Diagnose, state) -> torch.Tensor:
     """The text of ``state`` with every test ordered."""
     everything = torch.ones(state.finding.shape[0], NUM_TESTS, dtype=torch.bool)
-    fever = torch.where(state.fever, int(Sentence.FEVER), int(Sentence.NO_FEVER)) * PHRASINGS + state.phrasing[:, 1]
-    sentences = torch.cat([state.sentences[:, :1], fever[:, None], env._result_sentences(state, everything)], dim=1)
+    fever = torch.where(state.fever, int(Sentence.FEVER), int(Sentence.NO_FEVER)) * PHRASINGS + state.phrasing[:, 2]
+    sentences = torch.cat([state.sentences[:, :2], fever[:, None], env._result_sentences(state, everything)], dim=1)
     return env._compose_text(sentences, state.fillers)
 
 
@@ -44,11 +44,48 @@ def test_scan_shows_the_finding_and_never_the_infection() -> None:
     assert torch.equal(env._observe(state)["image"], env._observe(_with_infection_flipped(state))["image"])
     zoomed = dataclasses.replace(state, revealed=torch.ones(256, NUM_TESTS, dtype=torch.bool))
     assert torch.equal(env._observe(zoomed)["image"], env._observe(_with_infection_flipped(zoomed))["image"])
-    # a clear scan draws the finding's own lesion sprites; a hazy one the same haze whatever the finding
-    lesion = state.scan_cells[(state.scan_cells >= env._lesion_base) & (state.scan_cells < env._zoom_base)].view(256, 4)
-    shape = (lesion[:, 0] - env._lesion_base) // (4 * 2)  # finding index of the sprite (num_findings = haze)
-    assert torch.equal(shape, torch.where(state.clear, state.finding, env.params.num_findings))
-    assert len(torch.unique(shape)) == env.params.num_findings + 1
+    # a clear scan draws each lesion's own sprites in its lung (the finding in the painful side's, columns
+    # 1-2 left or 5-6 right); a hazy one the same haze whatever the findings
+    cells = state.scan_cells.view(256, 8, 8)
+    is_lesion = (cells >= env._lesion_base) & (cells < env._zoom_base)
+    assert bool((is_lesion.sum(dim=(1, 2)) == 8).all())
+    shape_of = (cells - env._lesion_base) // (4 * 2)  # finding index of a lesion sprite (num_findings = haze)
+    haze = env.params.num_findings
+    for side, columns in ((0, slice(1, 3)), (1, slice(5, 7))):
+        in_lung = torch.where(is_lesion[:, :, columns], shape_of[:, :, columns], -1).amax(dim=(1, 2))
+        truth = torch.where(state.side == side, state.finding, state.other_finding)
+        assert torch.equal(in_lung, torch.where(state.clear, truth, haze))
+    assert len(torch.unique(state.side)) == 2
+
+
+def _lung_shapes(env: Diagnose, state) -> torch.Tensor:
+    """int64[B, 2]: the lesion shape the scan shows in the left and the right lung (num_findings = haze)."""
+    cells = state.scan_cells.view(-1, 8, 8)
+    is_lesion = (cells >= env._lesion_base) & (cells < env._zoom_base)
+    shape_of = (cells - env._lesion_base) // (4 * 2)
+    return torch.stack(
+        [torch.where(is_lesion[:, :, c], shape_of[:, :, c], -1).amax(dim=(1, 2)) for c in (slice(1, 3), slice(5, 7))], dim=1
+    )
+
+
+def test_image_alone_cannot_tell_which_lesion_matters() -> None:
+    """Given the two lesions a scan shows, the painful side is a coin flip: for two different shapes the
+    finding is either one equally often, so an image-only reader is right about 1 time in 4."""
+    env = Diagnose(num_envs=20000, clear_scan_prob=1.0)
+    env.reset(seed=9)
+    state = env.state
+    shapes = _lung_shapes(env, state)
+    assert torch.equal(shapes.gather(1, state.side[:, None]).squeeze(1), state.finding)
+    differ = shapes[:, 0] != shapes[:, 1]
+    left_is_finding = (state.side == 0)[differ].float().mean()
+    assert abs(float(left_is_finding) - 0.5) < 0.02
+    # the best guess from the image alone (either shape, either infection) is right ~1/4 of the time
+    guess = 2 * shapes[:, 0]  # the left lesion's shape, with infection
+    truth = 2 * state.finding + (~state.infection).long()
+    assert abs(float((guess == truth)[differ].float().mean()) - 0.25) < 0.02
+    # the text names the side
+    side_words = [env.decode(t).split(" side")[0].split()[-1] for t in env._observe(state)["text"][:200]]
+    assert side_words == [("left", "right")[int(x)] for x in state.side[:200]]
 
 
 def test_text_tells_the_infection_and_never_the_finding() -> None:
@@ -157,10 +194,12 @@ def test_detailed_scan_switches_the_image_to_the_zoom() -> None:
     assert bool((info["posterior"].max(dim=1).values > before + 0.2).all())  # the finding is now known
     zoom2, *_ = _step(env, Exam.TEMPERATURE)
     assert torch.equal(zoom2["image"], zoom["image"])  # the view stays
-    # the zoom shows the finding's own sprites in the centre
-    centre = env.state.zoom_cells[:, 2 * 8 + 2]
-    expected = env._zoom_base + env.state.finding * 16 * 2
-    assert bool(((centre - expected) >= 0).all() and ((centre - expected) < 2).all())
+    # the zoom shows each lesion's own sprites, left lung's in columns 0-3 and right lung's in 4-7
+    s = env.state
+    for side, corner in ((0, 2 * 8), (1, 2 * 8 + 4)):
+        shape = torch.where(s.side == side, s.finding, s.other_finding)
+        first = s.zoom_cells[:, corner] - (env._zoom_base + shape * 16 * 2)
+        assert bool(((first >= 0) & (first < 2)).all())
 
 
 def test_diagnoses_score_and_the_shift_moves_on() -> None:
@@ -214,12 +253,12 @@ def test_text_is_the_history_in_many_phrasings() -> None:
     assert openings == {"a", "patient", "age"}
     assert all(len(SENTENCES[k]) == PHRASINGS >= 3 for k in Sentence)
     assert len({env.decode(t) for t in obs["text"]}) > 200
-    # with all three tests ordered the record still fits: five sentences, none cut off
+    # with all three tests ordered the record still fits: six sentences, none cut off
     for test in Exam:
         obs, *_ = _step(env, int(test))
     for ids in obs["text"]:
         text = env.decode(ids)
-        assert text.endswith(" .") and text.count(" . ") == 4, text
+        assert text.endswith(" .") and text.count(" . ") == 5, text
 
 
 # ---------------------------------------------------------------------------- options
