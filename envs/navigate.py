@@ -238,11 +238,11 @@ class Navigate(BatchedEnv[NavigateState]):
         self._colour_word = torch.tensor([self.vocabulary.id(w) for w in self.colours], device=dev)
         self._kind_word = torch.tensor([self.vocabulary.id(w) for w in self.kinds], device=dev)
         self.renderer = SpriteRenderer(torch.from_numpy(grid_atlas(p.tile, p.num_colours)), g, g, p.image_size).to(dev)
-        # the empty room, plus one spare cell at the end where absent objects are drawn (and dropped)
+        # the empty room: walls all round, floor inside
         rows, cols = torch.meshgrid(torch.arange(g), torch.arange(g), indexing="ij")
         wall = (rows == 0) | (rows == g - 1) | (cols == 0) | (cols == g - 1)
         room = torch.where(wall, int(Sprite.WALL), int(Sprite.FLOOR)).reshape(1, -1)
-        self._room_cells = torch.cat([room, torch.zeros(1, 1, dtype=torch.int64)], dim=1).to(dev)
+        self._room_image = self.renderer.background(room.to(dev))
         n_cells = p.room_size**2
         self._cell_ids = torch.arange(n_cells, dtype=torch.int64, device=dev)
         k = p.num_distractors
@@ -358,14 +358,17 @@ class Navigate(BatchedEnv[NavigateState]):
         return next_state, reward, acted, {"success": success, "end_reason": end_reason}
 
     def _observe(self, state: NavigateState) -> dict[str, Tensor]:
+        # the empty room is the same in every row: copy it, then paste the objects and the agent
         g = self.params.grid_size
         batch = state.agent.shape[0]
-        cells = self._room_cells.expand(batch, -1).clone()
-        where = state.objects[:, :, 0] * g + state.objects[:, :, 1]
-        where = torch.where(state.present, where, g * g)
-        cells.scatter_(1, where, Sprite.OBJECT + state.kind * self.params.num_colours + state.colour)
-        cells.scatter_(1, (state.agent[:, 0] * g + state.agent[:, 1])[:, None], (Sprite.AGENT + state.heading)[:, None])
-        return {"image": self.renderer.render(cells[:, : g * g]), "text": state.text.clone()}
+        objects = torch.where(state.present, state.objects[:, :, 0] * g + state.objects[:, :, 1], -1)
+        cells = torch.cat([objects, (state.agent[:, 0] * g + state.agent[:, 1])[:, None]], dim=1)
+        sprites = torch.cat(
+            [Sprite.OBJECT + state.kind * self.params.num_colours + state.colour, (Sprite.AGENT + state.heading)[:, None]], dim=1
+        )
+        background = self._room_image.expand(batch, -1, -1, -1).clone(memory_format=torch.contiguous_format)
+        images = self.renderer.paste(background, cells, sprites)
+        return {"image": images, "text": state.text.clone()}
 
     def _decision_info(self, state: NavigateState) -> dict[str, Tensor]:
         return {

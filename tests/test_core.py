@@ -68,6 +68,26 @@ def test_renderer_matches_a_loop_reference(tile: int, rows: int, cols: int, size
     np.testing.assert_array_equal(got, _naive_render(atlas, ids, rows, cols, size))
 
 
+@pytest.mark.parametrize("tile, rows, cols, size", [(8, 8, 8, 64), (8, 6, 6, 64), (8, 2, 2, 20), (7, 2, 3, 24)])
+def test_paste_over_a_background_matches_the_loop_reference(tile: int, rows: int, cols: int, size: int) -> None:
+    generator = np.random.default_rng(1)
+    atlas = generator.integers(0, 256, size=(10, 3, tile, tile), dtype=np.uint8)
+    background = generator.integers(0, 10, size=rows * cols)
+    cells = np.stack([generator.permutation(rows * cols)[:3] for _ in range(6)])  # distinct cells per row
+    cells[0, 1] = cells[4, 2] = -1  # draws nothing
+    sprites = generator.integers(0, 10, size=(6, 3))
+    ids = np.tile(background, (6, 1))
+    for b, m in zip(*np.nonzero(cells >= 0)):
+        ids[b, cells[b, m]] = sprites[b, m]
+    renderer = SpriteRenderer(torch.from_numpy(atlas), rows, cols, size)
+    images = renderer.background(torch.from_numpy(background)).expand(6, -1, -1, -1).clone(memory_format=torch.contiguous_format)
+    got = renderer.paste(images, torch.from_numpy(cells), torch.from_numpy(sprites))
+    assert got is images
+    np.testing.assert_array_equal(got.numpy(), _naive_render(atlas, ids, rows, cols, size))
+    with pytest.raises(ValueError, match=rf"images must be uint8\[B, 3, {size}, {size}\]; got torch.float32"):
+        renderer.paste(images.float(), torch.from_numpy(cells), torch.from_numpy(sprites))
+
+
 def test_renderer_rejects_bad_atlas_and_grid() -> None:
     with pytest.raises(ValueError, match=r"atlas must be uint8\[S, 3, T, T\]"):
         SpriteRenderer(torch.zeros(2, 3, 8, 8), 1, 1, 8)

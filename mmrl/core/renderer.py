@@ -48,6 +48,46 @@ class SpriteRenderer:
         top = (image_size - rows * tile) // 2
         left = (image_size - cols * tile) // 2
         self._pad = (left, image_size - cols * tile - left, top, image_size - rows * tile - top)
+        # paste(): in units of w-byte words, where a sprite's words go in an image and come from in the atlas
+        self._paste_word = 8 if tile % 8 == 0 and left % 8 == 0 and image_size % 8 == 0 else 1
+        w = self._paste_word
+        per_row = image_size // w  # words per image row
+        c, y, k = torch.meshgrid(torch.arange(3), torch.arange(tile), torch.arange(tile // w), indexing="ij")
+        self._paste_dst = ((c * image_size + y) * per_row + k).reshape(1, 1, -1).to(atlas.device)
+        self._paste_src = ((c * tile + y) * (tile // w) + k).reshape(1, 1, -1).to(atlas.device)
+        cell = torch.arange(rows * cols)
+        self._cell_word = ((top + (cell // cols) * tile) * per_row + (left + (cell % cols) * tile) // w).to(atlas.device)
+        self._paste_atlas = (self.atlas.view(torch.int64) if w == 8 else self.atlas).reshape(-1)
+
+    def background(self, sprite_ids: Tensor) -> Tensor:
+        """``uint8[3, image_size, image_size]``: one image of ``sprite_ids`` ``int64[rows * cols]``, to
+        :meth:`paste` sprites onto (e.g. the walls and floor of an empty room)."""
+        return self.render(sprite_ids.reshape(1, -1))[0]
+
+    def paste(self, images: Tensor, cells: Tensor, sprite_ids: Tensor) -> Tensor:
+        """Draw sprites ``sprite_ids`` ``int64[B, M]`` over grid cells ``cells`` ``int64[B, M]`` (``row *
+        cols + col``; a negative cell draws nothing) of ``images`` ``uint8[B, 3, S, S]``, in place; returns
+        ``images``. A row's cells should be distinct (where two sprites share one, which shows is unspecified).
+
+        A scene that is a fixed background plus a few sprites per image costs a copy of the background
+        and ``M`` sprites per image, instead of a gather of every cell (:meth:`render`)."""
+        batch = images.shape[0]
+        if images.shape[1:] != (3, self.image_size, self.image_size) or images.dtype != torch.uint8:
+            raise ValueError(f"images must be uint8[B, 3, {self.image_size}, {self.image_size}]; got {images.dtype} {tuple(images.shape)}")
+        keep = cells >= 0
+        if not bool(keep.all()):  # drop the sprites that draw nothing (their rows may differ in count)
+            rows = torch.arange(batch, device=cells.device)[:, None].expand_as(cells)[keep][:, None]
+            cells, sprite_ids = cells[keep][:, None], sprite_ids[keep][:, None]
+        else:
+            rows = torch.arange(batch, device=cells.device)[:, None].expand_as(cells).reshape(-1, 1)
+            cells, sprite_ids = cells.reshape(-1, 1), sprite_ids.reshape(-1, 1)
+        image_words = 3 * self.image_size * self.image_size // self._paste_word
+        sprite_words = 3 * self.tile * self.tile // self._paste_word
+        dst = (rows * image_words + self._cell_word[cells])[:, :, None] + self._paste_dst
+        src = (sprite_ids * sprite_words)[:, :, None] + self._paste_src
+        target = images.view(torch.int64) if self._paste_word == 8 else images
+        target.view(-1).scatter_(0, dst.view(-1), torch.index_select(self._paste_atlas, 0, src.view(-1)))
+        return images
 
     def to(self, device: torch.device | str) -> "SpriteRenderer":
         """A copy of this renderer with its atlas on ``device``."""
