@@ -50,7 +50,8 @@ so far: what a perfect reader of image and text knows.
 a diagnosis gives +1 when right and -1 when wrong.
 
 **Starting state.** Each patient (the first at reset, the next ones drawn when a case closes): the
-condition uniform; lesion side, height and all noise from the instance's RNG stream; phrasings uniform
+condition uniform; lesion side, heights and the tissue's noise pattern (one of ``NOISE_PATTERNS``
+fixed per-cell noise maps) from the instance's RNG stream; phrasings uniform
 among three per sentence; no test ordered.
 
 **Episode end.** Terminated by the diagnosis of the last patient of the shift; truncated at
@@ -76,6 +77,7 @@ import dataclasses
 from dataclasses import dataclass
 from enum import IntEnum
 
+import numpy as np
 import torch
 from gymnasium import spaces
 from torch import Tensor
@@ -102,6 +104,8 @@ class Exam(IntEnum):
 NUM_TESTS = len(Exam)
 GRID = 8  # the scan is an 8x8 grid of sprites
 TISSUE_VARIANTS = 4
+NOISE_PATTERNS = 64  # fixed maps of per-cell tissue variants; a patient's scan uses one (pre-rendered backgrounds)
+ZOOM_PATTERNS = 16  # the detailed scan's tissue uses the first 16 maps; every zoom image is pre-rendered
 LESION_VARIANTS = 2
 # anatomy: 0 body wall, 1 lung, 2 mediastinum (columns 1-2 and 5-6 are lungs, 3-4 mediastinum)
 _ANATOMY = [[0] * GRID] + [[0, 1, 1, 2, 2, 1, 1, 0] for _ in range(GRID - 2)] + [[0] * GRID]
@@ -233,6 +237,9 @@ class DiagnoseState:
     revealed: Tensor  # bool[B, NUM_TESTS]
     scan_cells: Tensor  # int64[B, 64], sprite ids of the first scan
     zoom_cells: Tensor  # int64[B, 64], sprite ids of the detailed scan
+    scan_image: Tensor  # int64[B], the first scan's pre-rendered background (its tissue noise pattern)
+    zoom_image: Tensor  # int64[B], the detailed scan's pre-rendered image
+    lesion_cells: Tensor  # int64[B, 8], where the lesion sprites go on the first scan
     phrasing: Tensor  # int64[B, _PARTS], phrasing of each part of the text
     sentences: Tensor  # int64[B, _PARTS], row of each part in the sentence table (blank row for hidden)
     fillers: Tensor  # int64[B, 4], word ids of age, symptom, days, side
@@ -287,7 +294,20 @@ class Diagnose(BatchedEnv[DiagnoseState]):
         left_block = (2 + zoom // 4) * GRID + zoom % 4  # rows 2-5, columns 0-3: the left lesion's zoom
         self._zoom_cells = torch.stack([left_block, left_block + 4])  # [side, 16]
         self._lung_columns = torch.tensor(_LUNG_COLUMNS, device=dev)
-        self._n_draws = 14 + _PARTS + GRID * GRID
+        self._n_draws = 14 + _PARTS + 1
+        # Images rendered once (instead of a gather of all 64 cells per step): every noise pattern's lesion-free
+        # first scan (the lesions are pasted on), then every detailed scan (pattern x left shape x right shape x
+        # lesion variant; the zoomed lesions cover half the image, so pasting them would gather as much).
+        noise = np.random.default_rng(0).integers(TISSUE_VARIANTS, size=(NOISE_PATTERNS, GRID * GRID))
+        self._noise_table = torch.from_numpy(noise).to(dev)
+        f = p.num_findings
+        combo = torch.arange(ZOOM_PATTERNS * f * f * LESION_VARIANTS, device=dev)
+        variant, rest = combo % LESION_VARIANTS, combo // LESION_VARIANTS
+        right, rest = rest % f, rest // f
+        left, zoom_pattern = rest % f, rest // f
+        zoom_grids, _ = self._zoom_grid(zoom_pattern, torch.stack([left, right], dim=1), variant)
+        images = self.renderer.render(torch.cat([self._anatomy * TISSUE_VARIANTS + self._noise_table, zoom_grids]))
+        self._images = images.reshape(images.shape[0], -1)  # [first-scan backgrounds, then detailed scans]
 
     # ------------------------------------------------------------------ text
     def _build_sentence_table(self) -> tuple[Tensor, int]:
@@ -308,6 +328,19 @@ class Diagnose(BatchedEnv[DiagnoseState]):
             raise ValueError(f"max_text_length={self.params.max_text_length} is too short: the full record takes {longest} tokens")
         table = [r + [0] * (width - len(r)) for r in rows] + [[0] * width]
         return torch.tensor(table, dtype=torch.int64), width
+
+    def _zoom_grid(self, pattern: Tensor, lung_shapes: Tensor, variant: Tensor) -> tuple[Tensor, Tensor]:
+        """The detailed scan's sprite ids int64[B, 64] (lung tissue of noise pattern ``pattern % ZOOM_PATTERNS``,
+        the left and right lesions ``lung_shapes`` int64[B, 2] zoomed side by side), and its index among the
+        pre-rendered images."""
+        f = self.params.num_findings
+        zoom_pattern = pattern % ZOOM_PATTERNS
+        zoom = torch.arange(16, device=self.device)
+        zoomed = self._zoom_base + ((lung_shapes[:, :, None] * 16 + zoom) * LESION_VARIANTS + variant[:, None, None])
+        cells = self._zoom_cells.reshape(1, 32).expand(pattern.shape[0], -1)
+        grid = (TISSUE_VARIANTS + self._noise_table[zoom_pattern]).scatter(1, cells, zoomed.reshape(-1, 32))
+        index = NOISE_PATTERNS + ((zoom_pattern * f + lung_shapes[:, 0]) * f + lung_shapes[:, 1]) * LESION_VARIANTS + variant
+        return grid, index
 
     @property
     def _blank_sentence(self) -> int:
@@ -362,7 +395,8 @@ class Diagnose(BatchedEnv[DiagnoseState]):
         # finding, the other one incidental), or both lesions' 4x4 zooms side by side
         side = rng.randint(u[:, 6], 2)
         other_finding = rng.randint(u[:, 12], p.num_findings)
-        noise = rng.randint(u[:, 14 + _PARTS :], TISSUE_VARIANTS)
+        pattern = rng.randint(u[:, 14 + _PARTS], NOISE_PATTERNS)
+        noise = self._noise_table[pattern]
         lesion_variant = rng.randint(u[:, 8], LESION_VARIANTS)[:, None]
         tops = 1 + torch.stack([rng.randint(u[:, 7], _LESION_ROWS), rng.randint(u[:, 13], _LESION_ROWS)], dim=1)
         sides = torch.stack([side, 1 - side], dim=1)  # [B, 2]: the finding's lung, the incidental one's
@@ -371,14 +405,10 @@ class Diagnose(BatchedEnv[DiagnoseState]):
         shown = torch.where(clear[:, None], shapes, p.num_findings)  # the hazy opacity is "finding" F
         quadrant = torch.arange(4, device=dev)
         lesions = self._lesion_base + ((shown[:, :, None] * 4 + quadrant) * LESION_VARIANTS + lesion_variant[:, :, None])
-        scan_cells = (self._anatomy * TISSUE_VARIANTS + noise).scatter(
-            1, (corners[:, :, None] + self._lesion_offsets).reshape(batch, 8), lesions.reshape(batch, 8)
-        )
-        zoom = torch.arange(16, device=dev)
-        zoomed = self._zoom_base + ((shapes[:, :, None] * 16 + zoom) * LESION_VARIANTS + lesion_variant[:, :, None])
-        zoom_cells = (TISSUE_VARIANTS + noise).scatter(  # lung tissue all round
-            1, self._zoom_cells[sides].reshape(batch, 32), zoomed.reshape(batch, 32)
-        )
+        lesion_cells = (corners[:, :, None] + self._lesion_offsets).reshape(batch, 8)
+        scan_cells = (self._anatomy * TISSUE_VARIANTS + noise).scatter(1, lesion_cells, lesions.reshape(batch, 8))
+        lung_shapes = torch.where(side[:, None] == 0, shapes, shapes.flip(1))  # [left lung's, right lung's]
+        zoom_cells, zoom_image = self._zoom_grid(pattern, lung_shapes, lesion_variant[:, 0])
 
         phrasing = rng.randint(u[:, 14 : 14 + _PARTS], PHRASINGS)
         fever_sentence = torch.where(fever, int(Sentence.FEVER), int(Sentence.NO_FEVER))
@@ -408,6 +438,9 @@ class Diagnose(BatchedEnv[DiagnoseState]):
             revealed=torch.zeros(batch, NUM_TESTS, dtype=torch.bool, device=dev),
             scan_cells=scan_cells,
             zoom_cells=zoom_cells,
+            scan_image=pattern,
+            zoom_image=zoom_image,
+            lesion_cells=lesion_cells,
             phrasing=phrasing,
             sentences=sentences,
             fillers=fillers,
@@ -466,8 +499,13 @@ class Diagnose(BatchedEnv[DiagnoseState]):
         return next_state, reward, terminated, info
 
     def _observe(self, state: DiagnoseState) -> dict[str, Tensor]:
-        cells = torch.where(state.revealed[:, Exam.SCAN, None], state.zoom_cells, state.scan_cells)
-        return {"image": self.renderer.render(cells), "text": state.text.clone()}
+        # a pre-rendered image: the first scan's background with its lesions pasted on, or the whole
+        # detailed scan (where pasting the same cells' own sprites again changes nothing)
+        zoomed = state.revealed[:, Exam.SCAN]
+        batch, size = zoomed.shape[0], self.params.image_size
+        images = torch.index_select(self._images, 0, torch.where(zoomed, state.zoom_image, state.scan_image))
+        sprites = torch.where(zoomed[:, None], state.zoom_cells, state.scan_cells).gather(1, state.lesion_cells)
+        return {"image": self.renderer.paste(images.view(batch, 3, size, size), state.lesion_cells, sprites), "text": state.text.clone()}
 
     def _decision_info(self, state: DiagnoseState) -> dict[str, Tensor]:
         return {

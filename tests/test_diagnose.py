@@ -314,3 +314,20 @@ def test_scripted_policy_orders_the_scan_only_when_the_first_one_is_hazy() -> No
     actions = policy.act(obs, info)
     clear = env.state.clear
     assert bool((actions[~clear] == Exam.SCAN).all()) and bool((actions[clear] != Exam.SCAN).all())
+
+
+@pytest.mark.parametrize("options", [{}, {"image_size": 36}])
+def test_pasted_scans_match_a_render_of_every_cell(options: dict) -> None:
+    """The observation (a pre-rendered background with the lesions pasted on) is the full 8x8 grid of
+    the state's sprite ids: first scan, or the zoom once the detailed scan was ordered."""
+    env = Diagnose(num_envs=128, **options)
+    obs, _ = env.reset(seed=0)
+    generator = torch.Generator().manual_seed(1)
+    zoomed_seen = 0
+    for _ in range(30):
+        obs, *_ = env.step(torch.randint(env.single_action_space.n, (128,), generator=generator))
+        s = env.state
+        zoomed_seen += int(s.revealed[:, Exam.SCAN].sum())
+        cells = torch.where(s.revealed[:, Exam.SCAN, None], s.zoom_cells, s.scan_cells)
+        assert torch.equal(env.renderer.render(cells), obs["image"])
+    assert zoomed_seen > 0
