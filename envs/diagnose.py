@@ -351,8 +351,13 @@ class Diagnose(BatchedEnv[DiagnoseState]):
         batch = sentences.shape[0]
         tokens = self._sentence_table[sentences].reshape(batch, -1)
         tokens = torch.where(tokens < 0, fillers.gather(1, (-1 - tokens).clamp(min=0)), tokens)
-        order = (tokens == 0).to(torch.int8).argsort(dim=1, stable=True)  # words first, in order
-        return tokens.gather(1, order[:, : self.params.max_text_length])
+        # words first, in order: word j goes to column (words before it); padding (and any word past the
+        # length, which the constructor's check rules out) goes to a spare last column, dropped
+        length = self.params.max_text_length
+        is_word = tokens != 0
+        column = torch.where(is_word, is_word.cumsum(dim=1) - 1, length).clamp_(max=length)
+        text = torch.zeros(batch, length + 1, dtype=tokens.dtype, device=tokens.device)
+        return text.scatter_(1, column, tokens)[:, :length].contiguous()
 
     # ------------------------------------------------------------------ evidence
     def posterior(self, state: DiagnoseState) -> Tensor:
