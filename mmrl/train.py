@@ -121,6 +121,7 @@ def make_train_env(cfg: DictConfig, device: str) -> Any:
         device=device,
         seed=cfg.seed,
         as_tensors=cfg.algo.name in builders.TENSOR_ENV_ALGORITHMS,
+        compile=bool(cfg.env.get("compile", False)),
         **container(cfg.env.options),
     )
 

@@ -278,3 +278,20 @@ def test_other_envs_train_from_the_cli(env_name: str, tmp_path: Path) -> None:
     check_ok(run_train(args, tmp_path))
     summary = summary_of(run_dir)
     assert summary["env"] == f"mmrl/{env_name.capitalize()}-v0" and summary["total_timesteps"] == 128
+
+
+def test_env_compile_reaches_the_training_env() -> None:
+    """``env.compile=true`` builds the training env with ``compile=True`` (compiling itself is tested in
+    tests/test_compile.py); a non-bool value fails when the config is composed."""
+    from hydra import compose, initialize_config_module
+
+    from mmrl.configs.schema import register_configs
+    from mmrl.train import make_train_env
+
+    register_configs()
+    with initialize_config_module(config_module="mmrl.configs", version_base=None):
+        for flag in ("true", "false"):
+            cfg = compose(config_name="config", overrides=[f"env.compile={flag}", "n_envs=2"])
+            assert make_train_env(cfg, "cpu").batched_env.compiled is (flag == "true")
+        with pytest.raises(Exception, match="compile"):
+            compose(config_name="config", overrides=["env.compile=maybe"])
