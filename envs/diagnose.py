@@ -235,15 +235,14 @@ class DiagnoseState:
     blood_high: Tensor  # bool[B], result of the blood count (revealed by Exam.BLOOD)
     temperature_high: Tensor  # bool[B], result of the temperature chart
     revealed: Tensor  # bool[B, NUM_TESTS]
-    scan_cells: Tensor  # int64[B, 64], sprite ids of the first scan
-    zoom_cells: Tensor  # int64[B, 64], sprite ids of the detailed scan
     scan_image: Tensor  # int64[B], the first scan's pre-rendered background (its tissue noise pattern)
     zoom_image: Tensor  # int64[B], the detailed scan's pre-rendered image
     lesion_cells: Tensor  # int64[B, 8], where the lesion sprites go on the first scan
+    lesion_sprites: Tensor  # int64[B, 8], the sprite ids drawn there
     phrasing: Tensor  # int64[B, _PARTS], phrasing of each part of the text
     sentences: Tensor  # int64[B, _PARTS], row of each part in the sentence table (blank row for hidden)
     fillers: Tensor  # int64[B, 4], word ids of age, symptom, days, side
-    text: Tensor  # int64[B, L]
+    text: Tensor  # int64[B, L], the sentences composed
     patient: Tensor  # int64[B], index of the current patient in the shift
     last_action: Tensor  # int64[B] (-1 at the start)
     last_reward: Tensor  # float32[B]
@@ -305,9 +304,10 @@ class Diagnose(BatchedEnv[DiagnoseState]):
         variant, rest = combo % LESION_VARIANTS, combo // LESION_VARIANTS
         right, rest = rest % f, rest // f
         left, zoom_pattern = rest % f, rest // f
-        zoom_grids, _ = self._zoom_grid(zoom_pattern, torch.stack([left, right], dim=1), variant)
-        images = self.renderer.render(torch.cat([self._anatomy * TISSUE_VARIANTS + self._noise_table, zoom_grids]))
-        self._images = images.reshape(images.shape[0], -1)  # [first-scan backgrounds, then detailed scans]
+        zoom_grids = self._zoom_grid(zoom_pattern, torch.stack([left, right], dim=1), variant)
+        #: the sprite grid of each pre-rendered image: first-scan backgrounds, then detailed scans
+        self._grids = torch.cat([self._anatomy * TISSUE_VARIANTS + self._noise_table, zoom_grids])
+        self._images = self.renderer.render(self._grids).reshape(self._grids.shape[0], -1)
 
     # ------------------------------------------------------------------ text
     def _build_sentence_table(self) -> tuple[Tensor, int]:
@@ -329,18 +329,26 @@ class Diagnose(BatchedEnv[DiagnoseState]):
         table = [r + [0] * (width - len(r)) for r in rows] + [[0] * width]
         return torch.tensor(table, dtype=torch.int64), width
 
-    def _zoom_grid(self, pattern: Tensor, lung_shapes: Tensor, variant: Tensor) -> tuple[Tensor, Tensor]:
-        """The detailed scan's sprite ids int64[B, 64] (lung tissue of noise pattern ``pattern % ZOOM_PATTERNS``,
-        the left and right lesions ``lung_shapes`` int64[B, 2] zoomed side by side), and its index among the
-        pre-rendered images."""
-        f = self.params.num_findings
-        zoom_pattern = pattern % ZOOM_PATTERNS
+    def _zoom_grid(self, pattern: Tensor, lung_shapes: Tensor, variant: Tensor) -> Tensor:
+        """The detailed scan's sprite ids int64[B, 64]: lung tissue of noise pattern ``pattern % ZOOM_PATTERNS``,
+        the left and right lesions ``lung_shapes`` int64[B, 2] zoomed side by side."""
         zoom = torch.arange(16, device=self.device)
         zoomed = self._zoom_base + ((lung_shapes[:, :, None] * 16 + zoom) * LESION_VARIANTS + variant[:, None, None])
         cells = self._zoom_cells.reshape(1, 32).expand(pattern.shape[0], -1)
-        grid = (TISSUE_VARIANTS + self._noise_table[zoom_pattern]).scatter(1, cells, zoomed.reshape(-1, 32))
-        index = NOISE_PATTERNS + ((zoom_pattern * f + lung_shapes[:, 0]) * f + lung_shapes[:, 1]) * LESION_VARIANTS + variant
-        return grid, index
+        return (TISSUE_VARIANTS + self._noise_table[pattern % ZOOM_PATTERNS]).scatter(1, cells, zoomed.reshape(-1, 32))
+
+    def _zoom_index(self, pattern: Tensor, lung_shapes: Tensor, variant: Tensor) -> Tensor:
+        """The index among the pre-rendered images of the detailed scan that :meth:`_zoom_grid` describes."""
+        f = self.params.num_findings
+        zoom_pattern = pattern % ZOOM_PATTERNS
+        return NOISE_PATTERNS + ((zoom_pattern * f + lung_shapes[:, 0]) * f + lung_shapes[:, 1]) * LESION_VARIANTS + variant
+
+    def sprite_grid(self, state: DiagnoseState) -> Tensor:
+        """int64[B, 64]: the sprite id of every cell of the scan each row shows (the first scan, or the
+        detailed scan once ordered), row-major over the 8 x 8 grid; the observation renders exactly this."""
+        zoomed = state.revealed[:, Exam.SCAN]
+        grid = self._grids[torch.where(zoomed, state.zoom_image, state.scan_image)]
+        return torch.where(zoomed[:, None], grid, grid.scatter(1, state.lesion_cells, state.lesion_sprites))
 
     @property
     def _blank_sentence(self) -> int:
@@ -349,7 +357,7 @@ class Diagnose(BatchedEnv[DiagnoseState]):
     def _compose_text(self, sentences: Tensor, fillers: Tensor) -> Tensor:
         """int64[B, L]: the sentence rows joined, placeholders filled, padding moved to the end."""
         batch = sentences.shape[0]
-        tokens = self._sentence_table[sentences].reshape(batch, -1)
+        tokens = self._sentence_table[sentences].flatten(1)
         tokens = torch.where(tokens < 0, fillers.gather(1, (-1 - tokens).clamp(min=0)), tokens)
         # words first, in order: word j goes to column (words before it); padding (and any word past the
         # length, which the constructor's check rules out) goes to a spare last column, dropped
@@ -380,7 +388,8 @@ class Diagnose(BatchedEnv[DiagnoseState]):
         )
 
     # ------------------------------------------------------------------ BatchedEnv
-    def _initial_state(self, episode_key: Tensor) -> DiagnoseState:
+    def _initial_state(self, episode_key: Tensor, compose_text: bool = True) -> DiagnoseState:
+        """A new patient per row; without ``compose_text`` the text is left empty (the caller composes it)."""
         p = self.params
         dev = self.device
         u = rng.uniform(episode_key, self._n_draws)
@@ -401,7 +410,6 @@ class Diagnose(BatchedEnv[DiagnoseState]):
         side = rng.randint(u[:, 6], 2)
         other_finding = rng.randint(u[:, 12], p.num_findings)
         pattern = rng.randint(u[:, 14 + _PARTS], NOISE_PATTERNS)
-        noise = self._noise_table[pattern]
         lesion_variant = rng.randint(u[:, 8], LESION_VARIANTS)[:, None]
         tops = 1 + torch.stack([rng.randint(u[:, 7], _LESION_ROWS), rng.randint(u[:, 13], _LESION_ROWS)], dim=1)
         sides = torch.stack([side, 1 - side], dim=1)  # [B, 2]: the finding's lung, the incidental one's
@@ -411,9 +419,7 @@ class Diagnose(BatchedEnv[DiagnoseState]):
         quadrant = torch.arange(4, device=dev)
         lesions = self._lesion_base + ((shown[:, :, None] * 4 + quadrant) * LESION_VARIANTS + lesion_variant[:, :, None])
         lesion_cells = (corners[:, :, None] + self._lesion_offsets).reshape(batch, 8)
-        scan_cells = (self._anatomy * TISSUE_VARIANTS + noise).scatter(1, lesion_cells, lesions.reshape(batch, 8))
         lung_shapes = torch.where(side[:, None] == 0, shapes, shapes.flip(1))  # [left lung's, right lung's]
-        zoom_cells, zoom_image = self._zoom_grid(pattern, lung_shapes, lesion_variant[:, 0])
 
         phrasing = rng.randint(u[:, 14 : 14 + _PARTS], PHRASINGS)
         fever_sentence = torch.where(fever, int(Sentence.FEVER), int(Sentence.NO_FEVER))
@@ -441,21 +447,19 @@ class Diagnose(BatchedEnv[DiagnoseState]):
             blood_high=blood_high,
             temperature_high=temperature_high,
             revealed=torch.zeros(batch, NUM_TESTS, dtype=torch.bool, device=dev),
-            scan_cells=scan_cells,
-            zoom_cells=zoom_cells,
             scan_image=pattern,
-            zoom_image=zoom_image,
+            zoom_image=self._zoom_index(pattern, lung_shapes, lesion_variant[:, 0]),
             lesion_cells=lesion_cells,
+            lesion_sprites=lesions.reshape(batch, 8),
             phrasing=phrasing,
             sentences=sentences,
             fillers=fillers,
-            text=torch.zeros(batch, p.max_text_length, dtype=torch.int64, device=dev),
+            text=self._compose_text(sentences, fillers) if compose_text else sentences[:, :0],
             patient=zeros,
             last_action=zeros - 1,
             last_reward=torch.zeros(batch, dtype=torch.float32, device=dev),
             end_reason=zeros,
         )
-        state.text = self._compose_text(sentences, fillers)
         return state
 
     def _result_sentences(self, state: DiagnoseState, revealed: Tensor) -> Tensor:
@@ -485,7 +489,6 @@ class Diagnose(BatchedEnv[DiagnoseState]):
             state,
             revealed=revealed,
             sentences=sentences,
-            text=self._compose_text(sentences, state.fillers),
             patient=state.patient + diagnosed.to(torch.int64),
             last_action=actions.clone(),
             last_reward=reward.clone(),  # autoreset writes fresh rows into the state in place
@@ -494,12 +497,14 @@ class Diagnose(BatchedEnv[DiagnoseState]):
         # the next patient of the shift comes in where a case closed (drawn from this step's key); a
         # random policy closes a case in most rows each step, so every row draws one and a mask merges
         # them (one static-shape program, no sub-batch)
-        next_patient = diagnosed & ~terminated
-        fresh = self._initial_state(step_key)
-        for f in dataclasses.fields(next_state):
-            if f.name not in _EPISODE_FIELDS:
-                old, new = getattr(next_state, f.name), getattr(fresh, f.name)
-                setattr(next_state, f.name, torch.where(next_patient.view(-1, *[1] * (old.dim() - 1)), new, old))
+        if p.patients > 1:  # (with one patient a diagnosis ends the episode)
+            next_patient = diagnosed & ~terminated
+            fresh = self._initial_state(step_key, compose_text=False)
+            for f in dataclasses.fields(next_state):
+                if f.name not in _EPISODE_FIELDS and f.name != "text":
+                    old, new = getattr(next_state, f.name), getattr(fresh, f.name)
+                    setattr(next_state, f.name, torch.where(next_patient.view(-1, *[1] * (old.dim() - 1)), new, old))
+        next_state.text = self._compose_text(next_state.sentences, next_state.fillers)
         info = {"diagnosed": diagnosed, "correct": correct, "test_ordered": test, "end_reason": end_reason}
         return next_state, reward, terminated, info
 
@@ -508,9 +513,12 @@ class Diagnose(BatchedEnv[DiagnoseState]):
         # detailed scan (where pasting the same cells' own sprites again changes nothing)
         zoomed = state.revealed[:, Exam.SCAN]
         batch, size = zoomed.shape[0], self.params.image_size
-        images = torch.index_select(self._images, 0, torch.where(zoomed, state.zoom_image, state.scan_image))
-        sprites = torch.where(zoomed[:, None], state.zoom_cells, state.scan_cells).gather(1, state.lesion_cells)
-        return {"image": self.renderer.paste(images.view(batch, 3, size, size), state.lesion_cells, sprites), "text": state.text.clone()}
+        index = torch.where(zoomed, state.zoom_image, state.scan_image)
+        images = torch.index_select(self._images, 0, index)
+        own = self._grids.view(-1).index_select(0, (index[:, None] * (GRID * GRID) + state.lesion_cells).view(-1))
+        sprites = torch.where(zoomed[:, None], own.view(batch, 8), state.lesion_sprites)
+        image = self.renderer.paste(images.view(batch, 3, size, size), state.lesion_cells, sprites)
+        return {"image": image, "text": state.text.clone()}
 
     def _decision_info(self, state: DiagnoseState) -> dict[str, Tensor]:
         return {

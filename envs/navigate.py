@@ -7,9 +7,13 @@ what to do with which object: *go to* it ("go to the red ball", "walk up to the 
 or *pick it up* ("pick up the blue key", "grab the key that is blue").
 
 **Why it needs both modalities.** Which object, and which verb, are only in the text; where the
-objects are is only in the image. Every distractor shares the target's colour or its kind (with
-two or more distractors, at least one of each), so neither "the red thing" nor "the ball" finds the
-target: the policy must bind both words to what it sees.
+objects are is only in the image. The first two distractors share the target's colour and its
+kind respectively, so neither "the red thing" nor "the ball" finds the target: the policy must bind
+both words to what it sees. The third completes the square: it has the second's colour and the
+first's kind (a red ball, a red key, a blue ball, a blue key), so nothing in the image singles the
+target out either. (Were every distractor to share an attribute with the target, the target would
+be the one object sharing one with every other, and an image-only policy could find it.) Further
+distractors share the target's colour or its kind, at random.
 
 **Action space.** ``Discrete(5)``, :class:`Action`: 0 turn left, 1 turn right, 2 forward,
 3 pick up, 4 done. ``forward`` into a wall or an object leaves the agent where it is.
@@ -67,6 +71,7 @@ from mmrl.core.spaces import TextSpace, Vocabulary, image_space
 from mmrl.envs.sprites import GRID_COLOURS, GRID_KINDS, grid_atlas
 
 MISSIONS = ("goto", "pickup", "mixed")
+VIEWS = ("top_down", "egocentric")
 
 
 class Action(IntEnum):
@@ -126,13 +131,16 @@ class NavigateParams:
     room_size: int = 6
     """Free cells per side of the room (the grid is ``room_size + 2`` with the walls)."""
     num_distractors: int = 3
-    """Objects besides the target; each shares the target's colour or its kind."""
+    """Objects besides the target: the first three make a colour x kind square with it, more share its colour or kind."""
     num_colours: int = 6
     """Object colours in play (2-8); fewer make an easier task."""
     mission: str = "mixed"
     """``goto``, ``pickup`` or ``mixed`` (either, even odds per episode)."""
+    view: str = "top_down"
+    """``top_down``: the whole grid, north up; ``egocentric``: a window of ``2 * room_size + 1`` cells
+    centred on the agent and turned so that it faces up (the whole room stays in view)."""
     image_size: int = 64
-    """Side of the square observation image in pixels (at least 4 pixels per grid cell)."""
+    """Side of the square observation image in pixels (at least 4 pixels per cell of the view)."""
     max_steps: int = 64
     """Step limit of an episode (truncation); also scales the success reward."""
     max_text_length: int = 12
@@ -150,9 +158,12 @@ class NavigateParams:
             raise ValueError(f"num_colours must be in [2, {len(GRID_COLOURS)}]; got {self.num_colours}")
         if self.mission not in MISSIONS:
             raise ValueError(f"mission must be one of {list(MISSIONS)}; got {self.mission!r}")
-        if self.image_size < 4 * self.grid_size:
+        if self.view not in VIEWS:
+            raise ValueError(f"view must be one of {list(VIEWS)}; got {self.view!r}")
+        if self.image_size < 4 * self.view_size:
             raise ValueError(
-                f"image_size must be >= {4 * self.grid_size} (4 pixels per cell of a {self.grid_size}x{self.grid_size} grid); got {self.image_size}"
+                f"image_size must be >= {4 * self.view_size} (4 pixels per cell of the {self.view_size}x{self.view_size} "
+                f"{self.view} view); got {self.image_size}"
             )
         if self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1; got {self.max_steps}")
@@ -165,9 +176,14 @@ class NavigateParams:
         return self.room_size + 2
 
     @property
+    def view_size(self) -> int:
+        """Cells per side of the observed view: the grid (top-down) or the agent-centred window (egocentric)."""
+        return self.grid_size if self.view == "top_down" else 2 * self.room_size + 1
+
+    @property
     def tile(self) -> int:
         """Sprite side in pixels."""
-        return self.image_size // self.grid_size
+        return self.image_size // self.view_size
 
     @property
     def num_objects(self) -> int:
@@ -237,12 +253,26 @@ class Navigate(BatchedEnv[NavigateState]):
         self._text_table = self._build_text_table().to(dev)
         self._colour_word = torch.tensor([self.vocabulary.id(w) for w in self.colours], device=dev)
         self._kind_word = torch.tensor([self.vocabulary.id(w) for w in self.kinds], device=dev)
-        self.renderer = SpriteRenderer(torch.from_numpy(grid_atlas(p.tile, p.num_colours)), g, g, p.image_size).to(dev)
+        v = p.view_size
+        self.renderer = SpriteRenderer(torch.from_numpy(grid_atlas(p.tile, p.num_colours)), v, v, p.image_size).to(dev)
         # the empty room: walls all round, floor inside
         rows, cols = torch.meshgrid(torch.arange(g), torch.arange(g), indexing="ij")
         wall = (rows == 0) | (rows == g - 1) | (cols == 0) | (cols == g - 1)
-        room = torch.where(wall, int(Sprite.WALL), int(Sprite.FLOOR)).reshape(1, -1)
-        self._room_image = self.renderer.background(room.to(dev))
+        self._room = torch.where(wall, int(Sprite.WALL), int(Sprite.FLOOR)).reshape(1, -1).to(dev)
+        if p.view == "top_down":
+            self._room_image = self.renderer.background(self._room)
+        else:
+            # egocentric: view cell (i, j) is (i - R, j - R) cells (ahead is up) from the agent; turned to
+            # each heading, that is this (row, column) offset in the grid
+            r = p.room_size
+            ahead = torch.arange(v) - r
+            up, right = torch.meshgrid(ahead, ahead, indexing="ij")
+            offsets = {3: torch.stack([up, right], dim=-1)}
+            for heading in (0, 1, 2):  # east: up -> east, right -> south; then on clockwise
+                dr, dc = HEADING_STEPS[heading]
+                # forward is (dr, dc); the agent's right is forward turned clockwise: (dc, -dr)
+                offsets[heading] = torch.stack([-up * dr + right * dc, -up * dc - right * dr], dim=-1)
+            self._view_offsets = torch.stack([offsets[h].reshape(-1, 2) for h in range(4)]).to(dev)  # [4, v*v, 2]
         n_cells = p.room_size**2
         self._cell_ids = torch.arange(n_cells, dtype=torch.int64, device=dev)
         k = p.num_distractors
@@ -296,7 +326,8 @@ class Navigate(BatchedEnv[NavigateState]):
             mission = rng.randint(u[:, 4], 2)
         else:
             mission = torch.full((batch,), int(Mission.GOTO if p.mission == "goto" else Mission.PICKUP), device=dev)
-        # distractor j shares the colour (j = 1, or by chance for j > 2) or the kind (j = 2, or by chance)
+        # distractor 1 shares the colour, 2 the kind, 3 completes the colour x kind square (the colour
+        # of 2, the kind of 1), and any further one shares the colour or the kind by chance
         share_colour = u[:, 6 : 6 + k] < 0.5
         if k >= 1:
             share_colour[:, 0] = True
@@ -305,8 +336,13 @@ class Navigate(BatchedEnv[NavigateState]):
         other = u[:, 6 + k : 6 + 2 * k]
         other_colour = (target_colour[:, None] + 1 + rng.randint(other, n_col - 1)) % n_col
         other_kind = (target_kind[:, None] + 1 + rng.randint(other, n_kind - 1)) % n_kind
-        colour = torch.cat([target_colour[:, None], torch.where(share_colour, target_colour[:, None], other_colour)], dim=1)
-        kind = torch.cat([target_kind[:, None], torch.where(share_colour, other_kind, target_kind[:, None])], dim=1)
+        colour = torch.where(share_colour, target_colour[:, None], other_colour)
+        kind = torch.where(share_colour, other_kind, target_kind[:, None])
+        if k >= 3:
+            colour = torch.cat([colour[:, :2], colour[:, 1:2], colour[:, 3:]], dim=1)
+            kind = torch.cat([kind[:, :2], kind[:, :1], kind[:, 3:]], dim=1)
+        colour = torch.cat([target_colour[:, None], colour], dim=1)
+        kind = torch.cat([target_kind[:, None], kind], dim=1)
 
         text = self._instruction(mission, rng.randint(u[:, 5], PHRASINGS), target_colour, target_kind)
         zeros = torch.zeros(batch, dtype=torch.int64, device=dev)
@@ -358,17 +394,34 @@ class Navigate(BatchedEnv[NavigateState]):
         return next_state, reward, acted, {"success": success, "end_reason": end_reason}
 
     def _observe(self, state: NavigateState) -> dict[str, Tensor]:
-        # the empty room is the same in every row: copy it, then paste the objects and the agent
         g = self.params.grid_size
         batch = state.agent.shape[0]
         objects = torch.where(state.present, state.objects[:, :, 0] * g + state.objects[:, :, 1], -1)
         cells = torch.cat([objects, (state.agent[:, 0] * g + state.agent[:, 1])[:, None]], dim=1)
-        sprites = torch.cat(
-            [Sprite.OBJECT + state.kind * self.params.num_colours + state.colour, (Sprite.AGENT + state.heading)[:, None]], dim=1
-        )
+        object_sprites = Sprite.OBJECT + state.kind * self.params.num_colours + state.colour
+        if self.params.view == "egocentric":
+            return {"image": self._egocentric_view(state, objects, object_sprites), "text": state.text.clone()}
+        # the empty room is the same in every row: copy it, then paste the objects and the agent
+        sprites = torch.cat([object_sprites, (Sprite.AGENT + state.heading)[:, None]], dim=1)
         background = self._room_image.expand(batch, -1, -1, -1).clone(memory_format=torch.contiguous_format)
         images = self.renderer.paste(background, cells, sprites)
         return {"image": images, "text": state.text.clone()}
+
+    def _egocentric_view(self, state: NavigateState, objects: Tensor, object_sprites: Tensor) -> Tensor:
+        """The agent-centred window, turned so the agent faces up: the grid's sprite ids gathered through
+        the heading's offsets (outside the grid: wall), then rendered."""
+        g = self.params.grid_size
+        batch = state.agent.shape[0]
+        grid = self._room.expand(batch, -1).clone()
+        # absent objects go to a spare column that is dropped
+        grid = torch.cat([grid, grid[:, :1]], dim=1).scatter_(1, torch.where(objects >= 0, objects, g * g), object_sprites)
+        grid[:, g * g] = int(Sprite.WALL)
+        agent_cell = state.agent[:, 0] * g + state.agent[:, 1]
+        grid.scatter_(1, agent_cell[:, None], torch.full_like(agent_cell[:, None], Sprite.AGENT + 3))  # facing up
+        seen = state.agent[:, None, :] + self._view_offsets[state.heading]  # [B, v*v, 2]
+        inside = ((seen >= 0) & (seen < g)).all(dim=2)
+        index = torch.where(inside, seen[:, :, 0] * g + seen[:, :, 1], g * g)
+        return self.renderer.render(grid.gather(1, index))
 
     def _decision_info(self, state: NavigateState) -> dict[str, Tensor]:
         return {

@@ -46,7 +46,7 @@ def test_scan_shows_the_finding_and_never_the_infection() -> None:
     assert torch.equal(env._observe(zoomed)["image"], env._observe(_with_infection_flipped(zoomed))["image"])
     # a clear scan draws each lesion's own sprites in its lung (the finding in the painful side's, columns
     # 1-2 left or 5-6 right); a hazy one the same haze whatever the findings
-    cells = state.scan_cells.view(256, 8, 8)
+    cells = env.sprite_grid(state).view(256, 8, 8)  # nothing ordered yet: the first scan
     is_lesion = (cells >= env._lesion_base) & (cells < env._zoom_base)
     assert bool((is_lesion.sum(dim=(1, 2)) == 8).all())
     shape_of = (cells - env._lesion_base) // (4 * 2)  # finding index of a lesion sprite (num_findings = haze)
@@ -60,7 +60,7 @@ def test_scan_shows_the_finding_and_never_the_infection() -> None:
 
 def _lung_shapes(env: Diagnose, state) -> torch.Tensor:
     """int64[B, 2]: the lesion shape the scan shows in the left and the right lung (num_findings = haze)."""
-    cells = state.scan_cells.view(-1, 8, 8)
+    cells = env.sprite_grid(dataclasses.replace(state, revealed=torch.zeros_like(state.revealed))).view(-1, 8, 8)
     is_lesion = (cells >= env._lesion_base) & (cells < env._zoom_base)
     shape_of = (cells - env._lesion_base) // (4 * 2)
     return torch.stack(
@@ -198,7 +198,7 @@ def test_detailed_scan_switches_the_image_to_the_zoom() -> None:
     s = env.state
     for side, corner in ((0, 2 * 8), (1, 2 * 8 + 4)):
         shape = torch.where(s.side == side, s.finding, s.other_finding)
-        first = s.zoom_cells[:, corner] - (env._zoom_base + shape * 16 * 2)
+        first = env.sprite_grid(s)[:, corner] - (env._zoom_base + shape * 16 * 2)
         assert bool(((first >= 0) & (first < 2)).all())
 
 
@@ -328,6 +328,5 @@ def test_pasted_scans_match_a_render_of_every_cell(options: dict) -> None:
         obs, *_ = env.step(torch.randint(env.single_action_space.n, (128,), generator=generator))
         s = env.state
         zoomed_seen += int(s.revealed[:, Exam.SCAN].sum())
-        cells = torch.where(s.revealed[:, Exam.SCAN, None], s.zoom_cells, s.scan_cells)
-        assert torch.equal(env.renderer.render(cells), obs["image"])
+        assert torch.equal(env.renderer.render(env.sprite_grid(s)), obs["image"])
     assert zoomed_seen > 0

@@ -172,11 +172,27 @@ def test_start_layout_is_valid_and_distractors_share_colour_or_kind() -> None:
     assert not bool((s.objects == front[:, None]).all(dim=2).any()), "no object in front of the agent at the start"
     same_colour = s.colour[:, 1:] == s.colour[:, :1]
     same_kind = s.kind[:, 1:] == s.kind[:, :1]
-    assert bool((same_colour ^ same_kind).all()), "each distractor shares exactly one of colour and kind"
-    assert bool(same_colour.any(dim=1).all()) and bool(same_kind.any(dim=1).all())
+    sharers = [0, 1, 3]  # distractors 1, 2 and 4 share exactly one of colour and kind with the target
+    assert bool((same_colour[:, sharers] ^ same_kind[:, sharers]).all()), "a distractor shares exactly one attribute"
+    assert bool(same_colour[:, 0].all()) and bool(same_kind[:, 1].all())
+    # distractor 3 completes the colour x kind square: the colour of 2, the kind of 1, nothing of the target's
+    assert bool((s.colour[:, 3] == s.colour[:, 2]).all()) and bool((s.kind[:, 3] == s.kind[:, 1]).all())
+    assert not bool((same_colour[:, 2] | same_kind[:, 2]).any())
     # the layout is spread: every cell and heading occurs
     assert len(torch.unique(flat[:, 0])) == room * room and len(torch.unique(s.heading)) == 4
     assert len(torch.unique(s.colour[:, 0])) == env.params.num_colours and len(torch.unique(s.kind[:, 0])) == 3
+
+
+def test_the_image_alone_does_not_single_out_the_target() -> None:
+    """With three distractors every object shares an attribute with exactly two others, so no
+    image-only rule (such as "the object that shares with all the others") finds the target."""
+    env = Navigate(num_envs=1024, num_distractors=3)
+    env.reset(seed=3)
+    s = env.state
+    shares = (s.colour[:, :, None] == s.colour[:, None, :]) | (s.kind[:, :, None] == s.kind[:, None, :])
+    partners = shares.sum(dim=2) - 1  # minus itself
+    assert bool((partners == 2).all()), partners[(partners != 2).any(dim=1)][:4]
+    assert len({(int(c), int(k)) for c, k in zip(s.colour.flatten(), s.kind.flatten())}) > 12
 
 
 def test_text_names_the_target_and_the_verb_in_many_phrasings() -> None:
@@ -225,6 +241,48 @@ def test_image_shows_the_agent_and_every_object_where_they_are() -> None:
     assert len(torch.unique(objects, dim=0)) == objects.shape[0]
 
 
+def _egocentric_reference(env: Navigate, row: int) -> np.ndarray:
+    """The egocentric view's sprite ids of one instance, built the slow way: the top-down grid padded
+    with wall, cropped around the agent, then turned (np.rot90) until the agent's heading points up."""
+    p, s = env.params, env.state
+    g, r = p.grid_size, p.room_size
+    grid = np.full((g, g), int(Sprite.FLOOR))
+    grid[0, :] = grid[-1, :] = grid[:, 0] = grid[:, -1] = int(Sprite.WALL)
+    for k in range(p.num_objects):
+        if bool(s.present[row, k]):
+            grid[tuple(s.objects[row, k].tolist())] = Sprite.OBJECT + int(s.kind[row, k]) * p.num_colours + int(s.colour[row, k])
+    ar, ac = s.agent[row].tolist()
+    grid[ar, ac] = Sprite.AGENT + 3
+    padded = np.pad(grid, r, constant_values=int(Sprite.WALL))
+    window = padded[ar : ar + 2 * r + 1, ac : ac + 2 * r + 1]
+    turns = {3: 0, 0: 1, 1: 2, 2: 3}[int(s.heading[row])]  # counter-clockwise quarter turns bringing ahead to the top
+    return np.rot90(window, turns)
+
+
+def test_egocentric_view_turns_the_room_so_the_agent_faces_up() -> None:
+    env = Navigate(num_envs=64, view="egocentric", room_size=4, image_size=36)
+    obs, _ = env.reset(seed=4)
+    generator = torch.Generator().manual_seed(0)
+    headings = set()
+    for _ in range(12):
+        for row in range(64):
+            ids = torch.from_numpy(_egocentric_reference(env, row).copy()).reshape(1, -1)
+            assert torch.equal(env.renderer.render(ids)[0], obs["image"][row]), row
+            headings.add(int(env.state.heading[row]))
+        obs, *_ = env.step(torch.randint(3, (64,), generator=generator))  # turns and moves only
+    assert headings == {0, 1, 2, 3}
+
+
+def test_egocentric_navigate_passes_the_env_checkers() -> None:
+    from gymnasium.utils.env_checker import check_env as gym_check_env
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+    env = gym.make("mmrl/Navigate-v0", view="egocentric", render_mode="rgb_array")
+    assert env.observation_space["image"].shape == (3, 64, 64)
+    gym_check_env(env.unwrapped, skip_render_check=False)
+    sb3_check_env(gym.make("mmrl/Navigate-v0", view="egocentric", room_size=4, image_size=36).unwrapped, warn=True)
+
+
 def test_options_change_the_room_and_the_image() -> None:
     env = gym.make("mmrl/Navigate-v0", room_size=8, num_distractors=6, image_size=80)
     obs, info = env.reset(seed=0)
@@ -241,6 +299,8 @@ def test_options_change_the_room_and_the_image() -> None:
         (dict(num_colours=9), r"num_colours must be in \[2, 8\]; got 9"),
         (dict(mission="fly"), r"mission must be one of \['goto', 'pickup', 'mixed'\]; got 'fly'"),
         (dict(image_size=20), r"image_size must be >= 32 .*got 20"),
+        (dict(view="first_person"), r"view must be one of \['top_down', 'egocentric'\]; got 'first_person'"),
+        (dict(view="egocentric", image_size=48), r"image_size must be >= 52 \(4 pixels per cell of the 13x13 egocentric view\); got 48"),
         (dict(max_steps=0), r"max_steps must be >= 1; got 0"),
         (dict(max_text_length=4), r"max_text_length=4 is too short"),
     ],

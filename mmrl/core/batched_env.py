@@ -200,8 +200,8 @@ class BatchedEnv(ABC, Generic[StateT]):
     def compile(self, **options: Any) -> "BatchedEnv[StateT]":
         """Fuse this env's tensor programs with ``torch.compile``; returns ``self``.
 
-        The step (``_transition`` and the engine's bookkeeping, static shapes) and ``_initial_state`` (any number of rows, for the sub-batch
-        resets) each become generated kernels (C++ on the CPU, Triton on CUDA) instead of dozens of
+        The step (``_transition`` and the engine's bookkeeping, static shapes), ``_initial_state`` (any number of rows, for the sub-batch
+        resets) and ``_decision_info`` (e.g. Diagnose's posterior) each become generated kernels (C++ on the CPU, Triton on CUDA) instead of dozens of
         small torch ops (rendering stays an ``index_select`` of sprite strips, which a generated
         gather does not beat): about 1.5x the
         steps/s at N=1024 on a CPU (BENCHMARKS.md). Episodes are unchanged: the same seeds give
@@ -214,6 +214,7 @@ class BatchedEnv(ABC, Generic[StateT]):
             return self
         self._advance = torch.compile(self._advance, dynamic=False, **options)  # type: ignore[method-assign]
         self._initial_state = torch.compile(self._initial_state, dynamic=True, **options)  # type: ignore[method-assign]
+        self._decision_info = torch.compile(self._decision_info, dynamic=False, **options)  # type: ignore[method-assign]
         self.compiled = True
         return self
 

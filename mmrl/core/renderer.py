@@ -54,10 +54,9 @@ class SpriteRenderer:
         per_row = image_size // w  # words per image row
         c, y, k = torch.meshgrid(torch.arange(3), torch.arange(tile), torch.arange(tile // w), indexing="ij")
         self._paste_dst = ((c * image_size + y) * per_row + k).reshape(1, 1, -1).to(atlas.device)
-        self._paste_src = ((c * tile + y) * (tile // w) + k).reshape(1, 1, -1).to(atlas.device)
         cell = torch.arange(rows * cols)
         self._cell_word = ((top + (cell // cols) * tile) * per_row + (left + (cell % cols) * tile) // w).to(atlas.device)
-        self._paste_atlas = (self.atlas.view(torch.int64) if w == 8 else self.atlas).reshape(-1)
+        self._paste_atlas = (self.atlas.view(torch.int64) if w == 8 else self.atlas).reshape(self.atlas.shape[0], -1)
 
     def background(self, sprite_ids: Tensor) -> Tensor:
         """``uint8[3, image_size, image_size]``: one image of ``sprite_ids`` ``int64[rows * cols]``, to
@@ -77,16 +76,15 @@ class SpriteRenderer:
         keep = cells >= 0
         if not bool(keep.all()):  # drop the sprites that draw nothing (their rows may differ in count)
             rows = torch.arange(batch, device=cells.device)[:, None].expand_as(cells)[keep][:, None]
-            cells, sprite_ids = cells[keep][:, None], sprite_ids[keep][:, None]
+            cells, sprite_ids = cells[keep][:, None], sprite_ids[keep]
         else:
             rows = torch.arange(batch, device=cells.device)[:, None].expand_as(cells).reshape(-1, 1)
-            cells, sprite_ids = cells.reshape(-1, 1), sprite_ids.reshape(-1, 1)
+            cells, sprite_ids = cells.reshape(-1, 1), sprite_ids.reshape(-1)
         image_words = 3 * self.image_size * self.image_size // self._paste_word
-        sprite_words = 3 * self.tile * self.tile // self._paste_word
-        dst = (rows * image_words + self._cell_word[cells])[:, :, None] + self._paste_dst
-        src = (sprite_ids * sprite_words)[:, :, None] + self._paste_src
+        # each sprite's words in the order they go (channel, row, word): whole atlas rows, gathered as rows
+        dst = (rows * image_words + self._cell_word[cells]) + self._paste_dst.view(1, -1)
         target = images.view(torch.int64) if self._paste_word == 8 else images
-        target.view(-1).scatter_(0, dst.view(-1), torch.index_select(self._paste_atlas, 0, src.view(-1)))
+        target.view(-1).scatter_(0, dst.view(-1), torch.index_select(self._paste_atlas, 0, sprite_ids).view(-1))
         return images
 
     def to(self, device: torch.device | str) -> "SpriteRenderer":
