@@ -39,6 +39,8 @@ class LearningSetup:
     """Training steps of the full (slow) claim: fused >= 80% of the random->oracle gap."""
     ci_steps: int = 0
     """Training steps of the CI-sized check (fused >= 35%)."""
+    extractor: dict[str, Any] = field(default_factory=dict)
+    """Extractor options that differ from :func:`extractor_kwargs`' small default (e.g. the CNN's widths)."""
     cli: list[str] = field(default_factory=list)
     """The same setup as ``python -m mmrl.train`` overrides."""
 
@@ -58,11 +60,13 @@ SETUPS: dict[str, LearningSetup] = {
 }
 
 
-def extractor_kwargs(fusion: str, modalities: Sequence[str]) -> dict[str, Any]:
-    """A small extractor (8-16-16 CNN, bag-of-words text) that is cheap enough for CPU training."""
-    return dict(
+def extractor_kwargs(fusion: str, modalities: Sequence[str], setup: str | None = None) -> dict[str, Any]:
+    """A small extractor (8-16-16 CNN, bag-of-words text) that is cheap enough for CPU training, with the
+    options of ``setup`` (a key of :data:`SETUPS`) on top."""
+    kwargs = dict(
         fusion=fusion, text_encoder="bag", features_dim=128, modalities=tuple(modalities), image_channels=(8, 16, 16)
     )
+    return {**kwargs, **(SETUPS[setup].extractor if setup else {})}
 
 
 def evaluate_model(model: Any, episodes: int = EVAL_EPISODES, seed: int = EVAL_SEED, setup: str = "recommend") -> float:
@@ -111,7 +115,7 @@ def train_and_evaluate(
         verbose=0,
         policy_kwargs=dict(
             features_extractor_class=MultimodalExtractor,
-            features_extractor_kwargs=extractor_kwargs(fusion, modalities),
+            features_extractor_kwargs=extractor_kwargs(fusion, modalities, setup),
             net_arch=[64],
         ),
         **s.ppo,
