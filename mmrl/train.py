@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import gc
 import json
 import logging
 import math
@@ -202,6 +203,14 @@ class RunCallback(BaseCallback):
 
     def _on_step(self) -> bool:
         return True
+
+    def _on_rollout_end(self) -> None:
+        # A compiled env leaves ~1e6 long-lived compiler objects behind; full GC passes over them stall steps
+        # for 10+ ms. Once the first rollout has compiled everything, move them out of the collector's way.
+        if self.cfg.env.get("compile", False) and not getattr(self, "gc_frozen", False):
+            gc.collect()
+            gc.freeze()
+            self.gc_frozen = True
 
     def evaluate(self) -> float:
         """Evaluate the current policy, log it, keep it as ``best_model.zip`` if it is the best so far."""

@@ -295,3 +295,25 @@ def test_env_compile_reaches_the_training_env() -> None:
             assert make_train_env(cfg, "cpu").batched_env.compiled is (flag == "true")
         with pytest.raises(Exception, match="compile"):
             compose(config_name="config", overrides=["env.compile=maybe"])
+
+
+def test_compiled_training_freezes_the_garbage_collector_after_the_first_rollout() -> None:
+    """With ``env.compile=true`` the run callback calls ``gc.freeze()`` once the first rollout has compiled the
+    env, so full GC passes over the compiler's objects do not stall steps; without it the GC is left alone."""
+    import gc
+
+    from hydra import compose, initialize_config_module
+
+    from mmrl.configs.schema import register_configs
+    from mmrl.train import RunCallback
+
+    register_configs()
+    with initialize_config_module(config_module="mmrl.configs", version_base=None):
+        for flag in ("false", "true"):
+            cfg = compose(config_name="config", overrides=[f"env.compile={flag}"])
+            gc.unfreeze()
+            callback = RunCallback(cfg, Path("."), eval_env=None, state={})  # type: ignore[arg-type]
+            callback.on_rollout_end()
+            callback.on_rollout_end()
+            assert (gc.get_freeze_count() > 0) is (flag == "true"), flag
+    gc.unfreeze()

@@ -208,7 +208,8 @@ class BatchedEnv(ABC, Generic[StateT]):
         the same observations, rewards and infos. The first steps pay the compilation (tens of
         seconds on 2 cores), so use it for long runs with many instances. The compiler leaves many
         long-lived Python objects behind; a long-running program should call ``gc.collect(); gc.freeze()``
-        once the first steps have run, or full garbage-collector passes over them stall steps for 10+ ms.
+        once the first steps have run, or full garbage-collector passes over them stall steps for 10+ ms
+        (``python -m mmrl.train env.compile=true`` does so after its first rollout).
         ``options`` go to ``torch.compile`` (e.g. ``mode="max-autotune"``)."""
         if self.compiled:
             return self
