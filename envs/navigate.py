@@ -24,9 +24,12 @@ nothing (the step is spent). Facing an object, they end the episode:
 * ``pick up`` facing the target, when the instruction is *pick up*: success (the object is taken);
 * anything else (a distractor, or the wrong verb for the target): failure.
 
-**Observation space.** ``Dict(image=Box(0, 255, (3, S, S), uint8), text=TextSpace(V, L))``: a
-top-down RGB view of the whole room (walls, floor, objects as coloured shapes, the agent as a white
-triangle pointing where it faces), and the instruction as padded token ids (constant in an episode).
+**Observation space.** ``Dict(image=Box(0, 255, (3, S, S), uint8), text=TextSpace(V, L))``: an
+RGB view of the room (walls, floor, objects as coloured shapes, the agent as a white triangle pointing
+where it faces), and the instruction as padded token ids (constant in an episode). ``view="top_down"``
+shows the whole grid, north up; ``view="egocentric"`` shows a ``2 * room_size + 1``-cell square centred
+on the agent and turned so that the agent faces up (what is ahead is above it; outside the grid is
+wall), so the whole room is always in view and "forward" always means "up" in the image.
 
 **Rewards.** ``1 - 0.9 * t / max_steps`` on success at step ``t`` (1-based, as BabyAI), else 0.
 
