@@ -25,7 +25,7 @@ EASY_RECOMMEND: dict[str, Any] = dict(image_size=32, num_categories=4, num_colou
 NAVIGATE_EASY: dict[str, Any] = dict(
     room_size=4, num_distractors=1, num_colours=3, mission="mixed", view="egocentric", image_size=36, max_steps=32
 )
-#: PPO settings that learn the easy task: the task is nearly a contextual bandit, so a short horizon.
+#: PPO settings that learn easy Recommend (nearly a contextual bandit, so a short horizon); other setups override some.
 PPO_SETTINGS: dict[str, Any] = dict(
     n_steps=64, batch_size=512, n_epochs=4, learning_rate=1e-3, gamma=0.5, ent_coef=0.0
 )
