@@ -47,11 +47,11 @@ class LearningSetup:
     extractor: dict[str, Any] = field(default_factory=dict)
     """Extractor options that differ from :func:`extractor_kwargs`' small default (e.g. the CNN's widths)."""
     cli: list[str] = field(default_factory=list)
-    """The same setup as ``python -m mmrl.train`` overrides."""
+    """The same setup as ``python -m mmrl.train`` overrides (``experiment=<name>``, from ``configs/experiment/``)."""
 
 
 SETUPS: dict[str, LearningSetup] = {
-    "recommend": LearningSetup(ENV_ID, EASY_RECOMMEND, PPO_SETTINGS, steps=240_000, ci_steps=120_000, cli=["env=recommend"]),
+    "recommend": LearningSetup(ENV_ID, EASY_RECOMMEND, PPO_SETTINGS, steps=240_000, ci_steps=120_000, cli=["experiment=recommend"]),
     # one patient per episode (a diagnosis ends it); a longer horizon than Recommend's, since a test
     # ordered now pays off at the diagnosis; a little entropy keeps the tests being tried
     "diagnose": LearningSetup(
@@ -60,7 +60,7 @@ SETUPS: dict[str, LearningSetup] = {
         {**PPO_SETTINGS, "gamma": 0.9, "ent_coef": 0.01},
         steps=200_000,
         ci_steps=150_000,
-        cli=["env=diagnose", "env.options.patients=1", "algo.hyperparams.gamma=0.9", "algo.hyperparams.ent_coef=0.01"],
+        cli=["experiment=diagnose"],
     ),
     # a small egocentric room with one distractor (it shares the target's colour or kind, so the image alone
     # is right about the object half the time and about the verb half the time); 4 px sprites with a 2-layer
@@ -72,11 +72,7 @@ SETUPS: dict[str, LearningSetup] = {
         {**PPO_SETTINGS, "n_steps": 64, "batch_size": 256, "n_epochs": 10, "learning_rate": 5e-4, "gamma": 0.95, "ent_coef": 0.01},
         steps=250_000,
         extractor=dict(image_channels=(16, 32)),
-        cli=[
-            "env=navigate_easy", "extractor.image_channels=[16,32]", "algo.hyperparams.batch_size=256",
-            "algo.hyperparams.n_epochs=10", "algo.hyperparams.learning_rate=5e-4", "algo.hyperparams.gamma=0.95",
-            "algo.hyperparams.ent_coef=0.01",
-        ],
+        cli=["experiment=navigate"],
     ),
 }
 

@@ -25,6 +25,7 @@ import gc
 import json
 import logging
 import math
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -324,8 +325,26 @@ def make_logger(run_dir: Path, resumed_at: int | None, print_fn: Callable[[str],
 
 
 # ----------------------------------------------------------------------------- run directory
+#: the longest folder name most file systems take (bytes)
+NAME_MAX = 255
+
+
+def check_run_dir_name(path: Path) -> None:
+    """Fail, naming the remedy, when a folder name of ``path`` is longer than file systems take."""
+    for part in path.parts:
+        size = len(os.fsencode(part))
+        if size > NAME_MAX - 8:  # room for unique_dir's "-<n>" suffix
+            raise ValueError(
+                f"run_dir={str(path)!r}: the folder name {part[:60]!r}... is {size} bytes; file systems take at most "
+                f"{NAME_MAX}. With run_dir=...${{hydra:job.override_dirname}}, put the fixed settings in an experiment= "
+                "config (configs/experiment/) instead of on the command line, or name the runs by the swept keys "
+                "(run_dir=sweep/${extractor.fusion}-${seed})"
+            )
+
+
 def unique_dir(path: Path) -> Path:
     """``path``, or ``path-1``, ``path-2`` ... if a run already lives there (multirun jobs started in the same second)."""
+    check_run_dir_name(path)
     candidate, n = path, 0
     while (candidate / CONFIG_FILE).exists():
         n += 1
@@ -486,11 +505,14 @@ def print_summary(summary: dict[str, Any]) -> None:
     Console().print(table)
 
 
-def _first_not_none(*values: Any) -> Any:
-    return next((v for v in values if v is not None), None)
+def _run_dir(resume: str | None, run_dir: str) -> str:
+    """Hydra's run folder: the resumed run's, else ``run_dir``, checked before Hydra creates it."""
+    path = resume if resume is not None else run_dir
+    check_run_dir_name(Path(path))
+    return path
 
 
-OmegaConf.register_new_resolver("mmrl_first", _first_not_none, replace=True)
+OmegaConf.register_new_resolver("mmrl_run_dir", _run_dir, replace=True)
 register_configs()
 
 

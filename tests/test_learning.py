@@ -75,3 +75,4 @@ def test_cli_overrides_of_a_setup_give_the_same_configuration(setup: str) -> Non
     assert cfg.extractor.fusion == "film" and tuple(cfg.extractor.image_channels) == tuple(wanted["image_channels"])
     assert cfg.extractor.text_encoder == wanted["text_encoder"] and cfg.extractor.features_dim == wanted["features_dim"]
     assert list(cfg.algo.policy_kwargs.net_arch) == [64]
+    assert cfg.total_timesteps == s.steps

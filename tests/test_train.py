@@ -126,6 +126,27 @@ def test_bad_key_or_value_fails_fast(tmp_path: Path, override: str, message: str
     assert not (tmp_path / "run" / "checkpoints").exists(), "nothing should have been trained"
 
 
+def test_overlong_run_dir_fails_with_a_hint(tmp_path: Path) -> None:
+    """A run_dir folder name over the file system's limit (a multirun named by a dozen overrides) fails before
+    training, naming the limit and the remedy, instead of an OSError from deep inside."""
+    result = run_train([f"run_dir={tmp_path / ('x' * 300)}"], tmp_path, timeout=60)
+    assert result.returncode != 0
+    assert "is 300 bytes; file systems take at most 255" in result.stderr and "experiment=" in result.stderr, result.stderr
+
+
+def test_experiment_config_sets_the_learning_setup_and_yields_to_later_overrides(tmp_path: Path) -> None:
+    """experiment=navigate brings Navigate's env, PPO settings and CNN widths; keys given after it still win."""
+    import yaml
+
+    run_dir = tmp_path / "exp"
+    check_ok(run_train(["experiment=navigate", *TINY, "total_timesteps=64", "eval_every=0", f"run_dir={run_dir}"], tmp_path))
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["env"]["name"] == "navigate_easy" and config["extractor"]["image_channels"] == [16, 32]
+    assert config["algo"]["hyperparams"]["learning_rate"] == 0.0005 and config["algo"]["hyperparams"]["gamma"] == 0.95
+    assert config["algo"]["hyperparams"]["n_epochs"] == 1 and config["total_timesteps"] == 64  # from the command line
+    assert summary_of(run_dir)["env"] == "mmrl/Navigate-v0"
+
+
 def test_killed_run_resumes_to_the_same_step_count(tmp_path: Path) -> None:
     run_dir = tmp_path / "runs" / "killed"
     args = [*TINY, "total_timesteps=640", "eval_every=0", "checkpoint_every=128", f"run_dir={run_dir}"]
