@@ -46,6 +46,8 @@ class LearningSetup:
     """Training steps of the CI-sized check (fused >= 35%)."""
     extractor: dict[str, Any] = field(default_factory=dict)
     """Extractor options that differ from :func:`extractor_kwargs`' small default (e.g. the CNN's widths)."""
+    fusion: str = "film"
+    """The fused agent of the claim (its image-only and text-only ablations use the same extractor)."""
     cli: list[str] = field(default_factory=list)
     """The same setup as ``python -m mmrl.train`` overrides (``experiment=<name>``, from ``configs/experiment/``)."""
 
@@ -65,13 +67,16 @@ SETUPS: dict[str, LearningSetup] = {
     # a small egocentric room with one distractor (it shares the target's colour or kind, so the image alone
     # is right about the object half the time and about the verb half the time); 4 px sprites with a 2-layer
     # CNN keeps one feature cell per grid cell; navigation from a sparse reward needs many more gradient
-    # steps per sample than Recommend (10 epochs of 256-sample batches)
+    # steps per sample than Recommend (10 epochs of 256-sample batches); concat fusion learns it fastest
+    # (98% at 250k steps against FiLM's 83%, seed 0) at a third of FiLM's cost per step
     "navigate": LearningSetup(
         "mmrl/Navigate-v0",
         NAVIGATE_EASY,
         {**PPO_SETTINGS, "n_steps": 64, "batch_size": 256, "n_epochs": 10, "learning_rate": 5e-4, "gamma": 0.95, "ent_coef": 0.01},
         steps=250_000,
+        ci_steps=80_000,  # 70% of the gap at seed 0 (0.638; 187 s on one core)
         extractor=dict(image_channels=(16, 32)),
+        fusion="concat",
         cli=["experiment=navigate"],
     ),
 }
@@ -111,18 +116,20 @@ def evaluate_reference(name: str, episodes: int = EVAL_EPISODES, seed: int = EVA
 def train_and_evaluate(
     seed: int,
     total_timesteps: int,
-    fusion: str = "film",
+    fusion: str | None = None,
     modalities: Sequence[str] = ("image", "text"),
     num_envs: int = 32,
     threads: int = 1,
     setup: str = "recommend",
 ) -> float:
-    """Train PPO on ``setup`` (a key of :data:`SETUPS`) and return the evaluation mean return."""
+    """Train PPO on ``setup`` (a key of :data:`SETUPS`) with ``fusion`` (default: the setup's) and return the
+    evaluation mean return."""
     from stable_baselines3 import PPO
 
     from mmrl.extractors.multimodal import MultimodalExtractor
 
     s = SETUPS[setup]
+    fusion = s.fusion if fusion is None else fusion
     torch.set_num_threads(threads)
     env = make_vec(s.env_id, num_envs=num_envs, seed=seed, **s.options)
     model = PPO(
