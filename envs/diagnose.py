@@ -116,7 +116,7 @@ AGES = ("25", "35", "45", "55", "65", "75")
 SYMPTOMS = ("cough", "breathlessness", "wheezing", "fatigue", "chest-pain")
 DAYS = ("2", "3", "5", "7", "10", "14")
 SIDES = ("left", "right")  # the lung whose lesion is the patient's problem (image columns 1-2 or 5-6)
-_SLOTS = {"{age}": -1, "{symptom}": -2, "{days}": -3, "{side}": -4}
+_SLOTS = ("{age}", "{symptom}", "{days}", "{side}")  # filled in from the patient
 
 
 class Sentence(IntEnum):
@@ -166,9 +166,10 @@ SENTENCES = {
 }
 PHRASINGS = 3
 # the text is these parts in order: intro, side of the pain, fever history, then the three test results
-# (blank until ordered)
+# (blank until ordered); each part has its own phrasing draw
 _PARTS = 3 + NUM_TESTS
 _RESULTS = 3  # index of the first test result among the parts
+_RESULT_CODES = 1 + 2 * PHRASINGS  # a result slot: blank, or one of two outcomes in one of three phrasings
 
 
 @dataclass(frozen=True)
@@ -240,9 +241,9 @@ class DiagnoseState:
     lesion_cells: Tensor  # int64[B, 8], where the lesion sprites go on the first scan
     lesion_sprites: Tensor  # int64[B, 8], the sprite ids drawn there
     phrasing: Tensor  # int64[B, _PARTS], phrasing of each part of the text
-    sentences: Tensor  # int64[B, _PARTS], row of each part in the sentence table (blank row for hidden)
-    fillers: Tensor  # int64[B, 4], word ids of age, symptom, days, side
-    text: Tensor  # int64[B, L], the sentences composed
+    intro: Tensor  # int64[B], row of the filled-in intro sentence in the intro table
+    history: Tensor  # int64[B], row of the side and fever sentences in the history table
+    text: Tensor  # int64[B, L], the record: intro, history, then the results of the tests ordered
     patient: Tensor  # int64[B], index of the current patient in the shift
     last_action: Tensor  # int64[B] (-1 at the start)
     last_reward: Tensor  # float32[B]
@@ -276,12 +277,8 @@ class Diagnose(BatchedEnv[DiagnoseState]):
         )
 
         dev = self.device
-        self._sentence_table, self._sentence_width = self._build_sentence_table()
-        self._sentence_table = self._sentence_table.to(dev)
-        self._age_word = torch.tensor([self.vocabulary.id(w) for w in AGES], device=dev)
-        self._symptom_word = torch.tensor([self.vocabulary.id(w) for w in SYMPTOMS], device=dev)
-        self._days_word = torch.tensor([self.vocabulary.id(w) for w in DAYS], device=dev)
-        self._side_word = torch.tensor([self.vocabulary.id(w) for w in SIDES], device=dev)
+        self._text_tables = [(tokens.to(dev), length.to(dev)) for tokens, length in self._build_text_tables()]
+        self._text_columns = torch.arange(p.max_text_length, device=dev)
         atlas = scan_atlas(p.tile, p.num_findings, TISSUE_VARIANTS, LESION_VARIANTS)
         self.renderer = SpriteRenderer(torch.from_numpy(atlas), GRID, GRID, p.image_size).to(dev)
         self._anatomy = torch.tensor(_ANATOMY, dtype=torch.int64, device=dev).reshape(1, -1)
@@ -310,24 +307,42 @@ class Diagnose(BatchedEnv[DiagnoseState]):
         self._images = self.renderer.render(self._grids).reshape(self._grids.shape[0], -1)
 
     # ------------------------------------------------------------------ text
-    def _build_sentence_table(self) -> tuple[Tensor, int]:
-        """int64[len(Sentence) * PHRASINGS + 1, W]: every phrasing padded to the longest, with
-        negative placeholders for age (-1), symptom (-2), days (-3) and side (-4); the last row is blank."""
-        rows = [
-            [_SLOTS[w] if w in _SLOTS else self.vocabulary.id(w) for w in text.split()]
-            for sentence in Sentence
-            for text in SENTENCES[sentence]
+    def _build_text_tables(self) -> list[tuple[Tensor, Tensor]]:
+        """The record's three parts, every variant composed once: ``(tokens int64[V, W], length int64[V])``
+        for the intro (:meth:`_intro_row`), the history (:meth:`_history_row`) and the test results
+        (:meth:`_results_row`). Rows are padded with zeros (at least one); the intro's to the text length."""
+
+        def fill(text: str, **slots: str) -> list[int]:
+            return [self.vocabulary.id(slots.get(w[1:-1], w) if w.startswith("{") else w) for w in text.split()]
+
+        intro = [
+            fill(text, age=age, symptom=symptom, days=days)
+            for text in SENTENCES[Sentence.INTRO] for age in AGES for symptom in SYMPTOMS for days in DAYS
         ]
-        width = max(len(r) for r in rows)
-        longest = sum(
-            max(len(t.split()) for s in group for t in SENTENCES[s])
-            for group in ((Sentence.INTRO,), (Sentence.SIDE,), (Sentence.FEVER, Sentence.NO_FEVER), (Sentence.BLOOD_HIGH, Sentence.BLOOD_NORMAL),
-                          (Sentence.SCAN,), (Sentence.TEMPERATURE_HIGH, Sentence.TEMPERATURE_NORMAL))
-        )
+        history = [
+            fill(side_text, side=side) + fill(fever_text)
+            for side_text in SENTENCES[Sentence.SIDE] for side in SIDES
+            for kind in (Sentence.FEVER, Sentence.NO_FEVER) for fever_text in SENTENCES[kind]
+        ]
+
+        def result(kinds: tuple[Sentence, ...]) -> list[list[int]]:  # blank, then each kind's phrasings
+            return [[]] + [fill(text) for kind in kinds for text in SENTENCES[kind]]
+
+        results = [
+            blood + scan + temperature
+            for blood in result((Sentence.BLOOD_HIGH, Sentence.BLOOD_NORMAL))
+            for scan in result((Sentence.SCAN,))
+            for temperature in result((Sentence.TEMPERATURE_HIGH, Sentence.TEMPERATURE_NORMAL))
+        ]
+        longest = sum(max(len(r) for r in rows) for rows in (intro, history, results))
         if longest > self.params.max_text_length:
             raise ValueError(f"max_text_length={self.params.max_text_length} is too short: the full record takes {longest} tokens")
-        table = [r + [0] * (width - len(r)) for r in rows] + [[0] * width]
-        return torch.tensor(table, dtype=torch.int64), width
+        tables = []
+        for rows, width in ((intro, self.params.max_text_length), (history, None), (results, None)):
+            width = width or max(len(r) for r in rows) + 1
+            tokens = torch.tensor([r + [0] * (width - len(r)) for r in rows], dtype=torch.int64)
+            tables.append((tokens, torch.tensor([len(r) for r in rows], dtype=torch.int64)))
+        return tables
 
     def _zoom_grid(self, pattern: Tensor, lung_shapes: Tensor, variant: Tensor) -> Tensor:
         """The detailed scan's sprite ids int64[B, 64]: lung tissue of noise pattern ``pattern % ZOOM_PATTERNS``,
@@ -350,22 +365,37 @@ class Diagnose(BatchedEnv[DiagnoseState]):
         grid = self._grids[torch.where(zoomed, state.zoom_image, state.scan_image)]
         return torch.where(zoomed[:, None], grid, grid.scatter(1, state.lesion_cells, state.lesion_sprites))
 
-    @property
-    def _blank_sentence(self) -> int:
-        return len(Sentence) * PHRASINGS
+    @staticmethod
+    def _intro_row(phrasing: Tensor, age: Tensor, symptom: Tensor, days: Tensor) -> Tensor:
+        """Row of the intro table: the intro's phrasing with the age, symptom and days (indices) filled in."""
+        return ((phrasing * len(AGES) + age) * len(SYMPTOMS) + symptom) * len(DAYS) + days
 
-    def _compose_text(self, sentences: Tensor, fillers: Tensor) -> Tensor:
-        """int64[B, L]: the sentence rows joined, placeholders filled, padding moved to the end."""
-        batch = sentences.shape[0]
-        tokens = self._sentence_table[sentences].flatten(1)
-        tokens = torch.where(tokens < 0, fillers.gather(1, (-1 - tokens).clamp(min=0)), tokens)
-        # words first, in order: word j goes to column (words before it); padding (and any word past the
-        # length, which the constructor's check rules out) goes to a spare last column, dropped
-        length = self.params.max_text_length
-        is_word = tokens != 0
-        column = torch.where(is_word, is_word.cumsum(dim=1) - 1, length).clamp_(max=length)
-        text = torch.zeros(batch, length + 1, dtype=tokens.dtype, device=tokens.device)
-        return text.scatter_(1, column, tokens)[:, :length].contiguous()
+    @staticmethod
+    def _history_row(phrasing: Tensor, side: Tensor, fever: Tensor) -> Tensor:
+        """Row of the history table: the side of the pain's sentence, then the fever's (``phrasing``: the
+        text's phrasing draws, int64[B, _PARTS])."""
+        return ((phrasing[:, 1] * len(SIDES) + side) * 2 + (~fever).to(torch.int64)) * PHRASINGS + phrasing[:, 2]
+
+    @staticmethod
+    def _results_row(state: DiagnoseState, revealed: Tensor) -> Tensor:
+        """Row of the results table: each test's result in its phrasing where ``revealed``, else blank."""
+        phrasing = state.phrasing[:, _RESULTS:]
+        outcome = torch.stack([~state.blood_high, torch.zeros_like(state.blood_high), ~state.temperature_high], dim=1)
+        code = torch.where(revealed, 1 + outcome.to(torch.int64) * PHRASINGS + phrasing, 0)
+        return (code[:, 0] * (1 + PHRASINGS) + code[:, 1]) * _RESULT_CODES + code[:, 2]
+
+    def _compose_text(self, intro: Tensor, history: Tensor, results: Tensor) -> Tensor:
+        """int64[B, L]: the intro, history and results rows joined, padded at the end. Each column takes its
+        token from the part it falls in: row gathers and a shifted gather per part (no scatter, which
+        compiles poorly)."""
+        (intro_tokens, intro_length), (history_tokens, history_length), (results_tokens, _) = self._text_tables
+        column = self._text_columns
+        end_intro = intro_length.index_select(0, intro)[:, None]
+        end_history = end_intro + history_length.index_select(0, history)[:, None]
+        from_history = history_tokens.index_select(0, history).gather(1, (column - end_intro).clamp_(0, history_tokens.shape[1] - 1))
+        from_results = results_tokens.index_select(0, results).gather(1, (column - end_history).clamp_(0, results_tokens.shape[1] - 1))
+        rest = torch.where(column < end_history, from_history, from_results)
+        return torch.where(column < end_intro, intro_tokens.index_select(0, intro), rest)
 
     # ------------------------------------------------------------------ evidence
     def posterior(self, state: DiagnoseState) -> Tensor:
@@ -422,20 +452,10 @@ class Diagnose(BatchedEnv[DiagnoseState]):
         lung_shapes = torch.where(side[:, None] == 0, shapes, shapes.flip(1))  # [left lung's, right lung's]
 
         phrasing = rng.randint(u[:, 14 : 14 + _PARTS], PHRASINGS)
-        fever_sentence = torch.where(fever, int(Sentence.FEVER), int(Sentence.NO_FEVER))
-        sentences = torch.full((batch, _PARTS), self._blank_sentence, dtype=torch.int64, device=dev)
-        sentences[:, 0] = Sentence.INTRO * PHRASINGS + phrasing[:, 0]
-        sentences[:, 1] = Sentence.SIDE * PHRASINGS + phrasing[:, 1]
-        sentences[:, 2] = fever_sentence * PHRASINGS + phrasing[:, 2]
-        fillers = torch.stack(
-            [
-                self._age_word[rng.randint(u[:, 9], len(AGES))],
-                self._symptom_word[rng.randint(u[:, 10], len(SYMPTOMS))],
-                self._days_word[rng.randint(u[:, 11], len(DAYS))],
-                self._side_word[side],
-            ],
-            dim=1,
+        intro = self._intro_row(
+            phrasing[:, 0], rng.randint(u[:, 9], len(AGES)), rng.randint(u[:, 10], len(SYMPTOMS)), rng.randint(u[:, 11], len(DAYS))
         )
+        history = self._history_row(phrasing, side, fever)
         zeros = torch.zeros(batch, dtype=torch.int64, device=dev)
         state = DiagnoseState(
             finding=finding,
@@ -452,23 +472,15 @@ class Diagnose(BatchedEnv[DiagnoseState]):
             lesion_cells=lesion_cells,
             lesion_sprites=lesions.reshape(batch, 8),
             phrasing=phrasing,
-            sentences=sentences,
-            fillers=fillers,
-            text=self._compose_text(sentences, fillers) if compose_text else sentences[:, :0],
+            intro=intro,
+            history=history,
+            text=self._compose_text(intro, history, zeros) if compose_text else phrasing[:, :0],
             patient=zeros,
             last_action=zeros - 1,
             last_reward=torch.zeros(batch, dtype=torch.float32, device=dev),
             end_reason=zeros,
         )
         return state
-
-    def _result_sentences(self, state: DiagnoseState, revealed: Tensor) -> Tensor:
-        """int64[B, 3]: the sentence-table row of each test's result, or the blank row while not ordered."""
-        blood = torch.where(state.blood_high, int(Sentence.BLOOD_HIGH), int(Sentence.BLOOD_NORMAL))
-        temperature = torch.where(state.temperature_high, int(Sentence.TEMPERATURE_HIGH), int(Sentence.TEMPERATURE_NORMAL))
-        kinds = torch.stack([blood, torch.full_like(blood, int(Sentence.SCAN)), temperature], dim=1)
-        rows = kinds * PHRASINGS + state.phrasing[:, _RESULTS:]
-        return torch.where(revealed, rows, self._blank_sentence)
 
     def _transition(self, state: DiagnoseState, actions: Tensor, step_key: Tensor):
         p = self.params
@@ -484,11 +496,9 @@ class Diagnose(BatchedEnv[DiagnoseState]):
             correct, 1, torch.where(diagnosed, 2, torch.where(t >= p.max_steps, 3, 0))
         )
         terminated = diagnosed & (state.patient + 1 >= p.patients)
-        sentences = torch.cat([state.sentences[:, :_RESULTS], self._result_sentences(state, revealed)], dim=1)
         next_state = dataclasses.replace(
             state,
             revealed=revealed,
-            sentences=sentences,
             patient=state.patient + diagnosed.to(torch.int64),
             last_action=actions.clone(),
             last_reward=reward.clone(),  # autoreset writes fresh rows into the state in place
@@ -504,7 +514,7 @@ class Diagnose(BatchedEnv[DiagnoseState]):
                 if f.name not in _EPISODE_FIELDS and f.name != "text":
                     old, new = getattr(next_state, f.name), getattr(fresh, f.name)
                     setattr(next_state, f.name, torch.where(next_patient.view(-1, *[1] * (old.dim() - 1)), new, old))
-        next_state.text = self._compose_text(next_state.sentences, next_state.fillers)
+        next_state.text = self._compose_text(next_state.intro, next_state.history, self._results_row(next_state, next_state.revealed))
         info = {"diagnosed": diagnosed, "correct": correct, "test_ordered": test, "end_reason": end_reason}
         return next_state, reward, terminated, info
 

@@ -32,9 +32,8 @@ def _with_infection_flipped(state):
 def _full_record(env: Diagnose, state) -> torch.Tensor:
     """The text of ``state`` with every test ordered."""
     everything = torch.ones(state.finding.shape[0], NUM_TESTS, dtype=torch.bool)
-    fever = torch.where(state.fever, int(Sentence.FEVER), int(Sentence.NO_FEVER)) * PHRASINGS + state.phrasing[:, 2]
-    sentences = torch.cat([state.sentences[:, :2], fever[:, None], env._result_sentences(state, everything)], dim=1)
-    return env._compose_text(sentences, state.fillers)
+    history = env._history_row(state.phrasing, state.side, state.fever)
+    return env._compose_text(state.intro, history, env._results_row(state, everything))
 
 
 def test_scan_shows_the_finding_and_never_the_infection() -> None:
