@@ -315,10 +315,12 @@ def test_scripted_policy_orders_the_scan_only_when_the_first_one_is_hazy() -> No
     assert bool((actions[~clear] == Exam.SCAN).all()) and bool((actions[clear] != Exam.SCAN).all())
 
 
-@pytest.mark.parametrize("options", [{}, {"image_size": 36}])
+@pytest.mark.parametrize("options", [{}, {"image_size": 36}, {"image_size": 128, "num_findings": 4}, {"image_size": 72}])
 def test_pasted_scans_match_a_render_of_every_cell(options: dict) -> None:
     """The observation (a pre-rendered background with the lesions pasted on) is the full 8x8 grid of
-    the state's sprite ids: first scan, or the zoom once the detailed scan was ordered."""
+    the state's sprite ids: first scan, or the zoom once the detailed scan was ordered. Sizes 64 and 128
+    paste each lesion as one block of 16-byte units (from a buffer shifted by 8 and 0 bytes), 36 and 72
+    (sprites 4 and 9 pixels wide) sprite by sprite."""
     env = Diagnose(num_envs=128, **options)
     obs, _ = env.reset(seed=0)
     generator = torch.Generator().manual_seed(1)

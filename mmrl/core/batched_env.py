@@ -28,6 +28,7 @@ from torch import Tensor
 
 from mmrl.core import rng
 from mmrl.core.frames import compose, enlarge
+from mmrl.core.memory import retain_freed_memory
 from mmrl.core.spaces import TextSpace
 
 StateT = TypeVar("StateT")
@@ -85,6 +86,8 @@ class BatchedEnv(ABC, Generic[StateT]):
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device {device!r} was asked for but CUDA is not available")
+        if self.device.type == "cpu":
+            retain_freed_memory()  # observations are big and fresh every step: keep their pages (memory.py)
         self.validate_actions = True
         self.compiled = False
         self.state: StateT | None = None
@@ -176,7 +179,7 @@ class BatchedEnv(ABC, Generic[StateT]):
             bad = torch.nonzero(self._needs_reset).flatten().tolist()[:8]
             raise RuntimeError(f"step() called on finished episodes (rows {bad}); call reset() first")
         (self.state, reward, terminated, truncated, length, total, self.elapsed, self.episode_return,
-         self.episode, self._episode_key, step_info) = self._advance(
+         self.episode, self._episode_key, step_info, decision_info) = self._advance(
             self.state, actions, self._stream, self.episode, self._episode_key, self.elapsed, self.episode_return,
             autoreset,
         )
@@ -189,19 +192,21 @@ class BatchedEnv(ABC, Generic[StateT]):
             info["done_index"] = done_index
             info["final_observation"] = self._observe(select_rows(self.state, done_index))
             if done_index.numel():
-                fresh = self._initial_state(self._episode_key.index_select(0, done_index))
+                fresh, fresh_info = self._fresh_rows(self._episode_key.index_select(0, done_index))
                 assign_rows(self.state, done_index, fresh)
+                decision_info = {k: v.index_copy(0, done_index, fresh_info[k]) for k, v in decision_info.items()}
         else:
             self._needs_reset = done
         obs = self._observe(self.state)
-        info.update(self._decision_info(self.state))
+        info.update(decision_info)
         return obs, reward, terminated, truncated, info
 
     def compile(self, **options: Any) -> "BatchedEnv[StateT]":
         """Fuse this env's tensor programs with ``torch.compile``; returns ``self``.
 
-        The step (``_transition`` and the engine's bookkeeping, static shapes), ``_initial_state`` (any number of rows, for the sub-batch
-        resets) and ``_decision_info`` (e.g. Diagnose's posterior) each become generated kernels (C++ on the CPU, Triton on CUDA) instead of dozens of
+        The step (``_transition``, the engine's bookkeeping and ``_decision_info``, static shapes), the fresh rows of the
+        resets (``_initial_state`` and their ``_decision_info``, any number of rows) and the decision info of a
+        reset each become generated kernels (C++ on the CPU, Triton on CUDA) instead of dozens of
         small torch ops (rendering stays an ``index_select`` of sprite strips, which a generated
         gather does not beat): about 1.5x the
         steps/s at N=1024 on a CPU (BENCHMARKS.md). Episodes are unchanged: the same seeds give
@@ -214,7 +219,7 @@ class BatchedEnv(ABC, Generic[StateT]):
         if self.compiled:
             return self
         self._advance = torch.compile(self._advance, dynamic=False, **options)  # type: ignore[method-assign]
-        self._initial_state = torch.compile(self._initial_state, dynamic=True, **options)  # type: ignore[method-assign]
+        self._fresh_rows = torch.compile(self._fresh_rows, dynamic=True, **options)  # type: ignore[method-assign]
         self._decision_info = torch.compile(self._decision_info, dynamic=False, **options)  # type: ignore[method-assign]
         self.compiled = True
         return self
@@ -229,24 +234,35 @@ class BatchedEnv(ABC, Generic[StateT]):
         elapsed: Tensor,
         episode_return: Tensor,
         autoreset: bool,
-    ) -> tuple[StateT, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, dict[str, Tensor]]:
+    ) -> tuple[StateT, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, dict[str, Tensor], dict[str, Tensor]]:
         """One step of every row and its bookkeeping, as one tensor program (what :meth:`compile` fuses).
 
         Returns ``(state, reward, terminated, truncated, episode_length, episode_return`` of the step,
         then the counters to keep: ``elapsed, episode_return, episode, episode_key`` (with
-        ``autoreset``, those of finished rows already start their next episode), ``step_info)``."""
+        ``autoreset``, those of finished rows already start their next episode), ``step_info``, and the
+        ``_decision_info`` of the new state (finished rows: of their last state; :meth:`step` swaps in
+        their next episode's)``)``."""
         state, reward, terminated, step_info = self._transition(state, actions, rng.step_key(episode_key, elapsed))
+        decision_info = type(self)._decision_info(self, state)  # the method itself: traced into this program
         length = elapsed + 1
         total = episode_return + reward
         truncated = (length >= self.max_episode_steps) & ~terminated
         if not autoreset:
-            return state, reward, terminated, truncated, length, total, length.clone(), total.clone(), episode, episode_key, step_info
+            return (state, reward, terminated, truncated, length, total, length.clone(), total.clone(), episode, episode_key,
+                    step_info, decision_info)
         done = terminated | truncated
         episode = episode + done.to(episode.dtype)
         episode_key = torch.where(done, rng.episode_key(stream, episode), episode_key)
         kept_elapsed = torch.where(done, 0, length)
         kept_return = torch.where(done, 0.0, total)
-        return state, reward, terminated, truncated, length, total, kept_elapsed, kept_return, episode, episode_key, step_info
+        return (state, reward, terminated, truncated, length, total, kept_elapsed, kept_return, episode, episode_key,
+                step_info, decision_info)
+
+    def _fresh_rows(self, episode_key: Tensor) -> tuple[StateT, dict[str, Tensor]]:
+        """The first states of the episodes keyed ``episode_key`` and their ``_decision_info`` (one program
+        when compiled)."""
+        state = self._initial_state(episode_key)
+        return state, type(self)._decision_info(self, state)
 
     def render_frame(self, index: int = 0, scale: int = 4) -> np.ndarray:
         """HWC uint8 frame of instance ``index``: its observation image enlarged ``scale`` times, beside a text
@@ -273,7 +289,7 @@ class BatchedEnv(ABC, Generic[StateT]):
         self.elapsed[rows] = 0
         self.episode_return[rows] = 0.0
         self._needs_reset[rows] = False
-        fresh = self._initial_state(self._episode_key[rows])
+        fresh, _ = self._fresh_rows(self._episode_key[rows])
         if self.state is None:  # contiguous fields: one memory layout for every later step
             self.state = dataclasses.replace(
                 fresh, **{f.name: getattr(fresh, f.name).contiguous() for f in dataclasses.fields(fresh)}
