@@ -304,7 +304,12 @@ class Diagnose(BatchedEnv[DiagnoseState]):
         zoom_grids = self._zoom_grid(zoom_pattern, torch.stack([left, right], dim=1), variant)
         #: the sprite grid of each pre-rendered image: first-scan backgrounds, then detailed scans
         self._grids = torch.cat([self._anatomy * TISSUE_VARIANTS + self._noise_table, zoom_grids])
-        self._images = self.renderer.render(self._grids).reshape(self._grids.shape[0], -1)
+        images = self.renderer.render(self._grids)
+        if not bool((images[:, 1:] == images[:, :1]).all()):
+            raise AssertionError("the scan atlas must be grey (three equal channels)")
+        #: the pre-rendered scans, one channel of S * S bytes each (a third of the bytes to keep in the cache);
+        #: an observation gathers each row's scan three times
+        self._scans = images[:, 0].reshape(images.shape[0], -1).contiguous()
         self._build_block_paste()
 
     def _build_block_paste(self) -> None:
@@ -553,7 +558,7 @@ class Diagnose(BatchedEnv[DiagnoseState]):
         index = torch.where(zoomed, state.zoom_image, state.scan_image)
         if self._block_units:
             return {"image": self._paste_blocks(index, zoomed, state), "text": state.text.clone()}
-        images = torch.index_select(self._images, 0, index)
+        images = torch.index_select(self._scans, 0, index.repeat_interleave(3))
         own = self._grids.view(-1).index_select(0, (index[:, None] * (GRID * GRID) + state.lesion_cells).view(-1))
         sprites = torch.where(zoomed[:, None], own.view(batch, 8), state.lesion_sprites)
         image = self.renderer.paste(images.view(batch, 3, size, size), state.lesion_cells, sprites)
@@ -565,8 +570,8 @@ class Diagnose(BatchedEnv[DiagnoseState]):
         batch, size = index.shape[0], self.params.image_size
         image_bytes = 3 * size * size
         buffer = torch.empty((batch + 1) * image_bytes + 16, dtype=torch.uint8, device=self.device)
-        images = buffer[self._block_shift : self._block_shift + batch * image_bytes].view(batch, image_bytes)
-        torch.index_select(self._images, 0, index, out=images)
+        images = buffer[self._block_shift : self._block_shift + batch * image_bytes].view(3 * batch, size * size)
+        torch.index_select(self._scans, 0, index.repeat_interleave(3), out=images)
         corner = state.lesion_cells[:, ::4]  # each lesion's top-left cell (its 4 cells are corner + 0, 1, 8, 9)
         first = state.lesion_sprites[:, ::4] - self._lesion_base  # its top-left sprite: (shape * 4 + 0) * V + variant
         block = first // (4 * LESION_VARIANTS) * LESION_VARIANTS + first % LESION_VARIANTS
