@@ -258,6 +258,7 @@ class Diagnose(BatchedEnv[DiagnoseState]):
     """Batched Diagnose; see the module docstring for the task. Keyword arguments: :class:`DiagnoseParams`."""
 
     end_reasons = ("running", "right diagnosis", "wrong diagnosis", "step limit")
+    observation_fields = ("revealed", "zoom_image", "scan_image", "lesion_cells", "lesion_sprites", "text")
 
     def __init__(self, num_envs: int = 1, device: torch.device | str = "cpu", **params: object):
         super().__init__(num_envs, device)

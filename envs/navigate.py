@@ -234,6 +234,7 @@ class Navigate(BatchedEnv[NavigateState]):
     """Batched Navigate; see the module docstring for the task. Keyword arguments: :class:`NavigateParams`."""
 
     end_reasons = ("running", "success", "wrong object", "wrong action", "step limit")
+    observation_fields = ("agent", "heading", "objects", "present", "colour", "kind", "text")
     action_names = tuple(a.name.lower().replace("pickup", "pick up") for a in Action)
 
     def __init__(self, num_envs: int = 1, device: torch.device | str = "cpu", **params: object):

@@ -199,6 +199,7 @@ class Recommend(BatchedEnv[RecommendState]):
     """Batched Recommend; see the module docstring for the task. Keyword arguments: :class:`RecommendParams`."""
 
     end_reasons = ("running", "shopper left", "step limit")
+    observation_fields = ("slate", "slot_value", "slot_click", "last_action", "text")
 
     def __init__(self, num_envs: int = 1, device: torch.device | str = "cpu", **params: object):
         super().__init__(num_envs, device)

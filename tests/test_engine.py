@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import mmrl
+from mmrl.core.batched_env import select_rows
 from mmrl.core.spaces import TextSpace
 from tests.conftest import scripted_actions
 
@@ -166,6 +169,27 @@ def test_autoreset_keeps_final_observation_and_leaves_other_rows_alone(env_id: s
             assert torch.equal(first["text"][0], obs["text"][row])
             assert torch.equal(first["image"][0], obs["image"][row])
     assert seen_done > 0
+
+
+@pytest.mark.parametrize("options", [{}, {"view": "egocentric"}], ids=["defaults", "egocentric"])
+def test_observation_fields_are_all_that_observe_reads(env_id: str, options: dict) -> None:
+    """An env that declares ``observation_fields`` observes the same from those fields alone (the final
+    observations of finished rows gather only them): the other fields are set to None here, so reading one fails."""
+    if options and env_id != "mmrl/Navigate-v0":
+        pytest.skip("the egocentric view is Navigate's")
+    env = mmrl.make_batched(env_id, num_envs=12, **options)
+    env.reset(seed=2)
+    for _ in range(5):
+        env.step(torch.randint(env.single_action_space.n, (12,), generator=torch.Generator().manual_seed(0)))
+    if env.observation_fields is None:
+        pytest.skip(f"{env_id} observes from its whole state")
+    rows = torch.tensor([7, 0, 3])
+    only = select_rows(env.state, rows, env.observation_fields)
+    only = dataclasses.replace(
+        only, **{f.name: None for f in dataclasses.fields(only) if f.name not in env.observation_fields}
+    )
+    expected, got = env._observe(select_rows(env.state, rows)), env._observe(only)
+    assert all(torch.equal(expected[key], got[key]) for key in expected)
 
 
 def test_vector_faces(env_id: str) -> None:

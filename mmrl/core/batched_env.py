@@ -36,11 +36,11 @@ Observation = dict[str, Tensor]
 Info = dict[str, Any]
 
 
-def select_rows(state: StateT, index: Tensor) -> StateT:
-    """The rows ``index`` of every tensor field of a dataclass state."""
-    return dataclasses.replace(
-        state, **{f.name: getattr(state, f.name).index_select(0, index) for f in dataclasses.fields(state)}
-    )
+def select_rows(state: StateT, index: Tensor, fields: Sequence[str] | None = None) -> StateT:
+    """The rows ``index`` of every tensor field of a dataclass state (of ``fields`` only, when given: the
+    others keep all their rows, so only code that reads just ``fields`` may use the result)."""
+    names = [f.name for f in dataclasses.fields(state)] if fields is None else fields
+    return dataclasses.replace(state, **{name: getattr(state, name).index_select(0, index) for name in names})
 
 
 def assign_rows(state: StateT, index: Tensor, rows: StateT) -> None:
@@ -75,6 +75,9 @@ class BatchedEnv(ABC, Generic[StateT]):
     """
 
     metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 2}
+    #: The state fields ``_observe`` reads, where it reads only some: the final observations of finished rows
+    #: then gather just these fields of those rows (``None``: every field).
+    observation_fields: tuple[str, ...] | None = None
     single_observation_space: spaces.Dict
     single_action_space: spaces.Discrete
     max_episode_steps: int
@@ -190,7 +193,7 @@ class BatchedEnv(ABC, Generic[StateT]):
         if autoreset:
             done_index = torch.nonzero(done).flatten()
             info["done_index"] = done_index
-            info["final_observation"] = self._observe(select_rows(self.state, done_index))
+            info["final_observation"] = self._observe(select_rows(self.state, done_index, self.observation_fields))
             if done_index.numel():
                 fresh, fresh_info = self._fresh_rows(self._episode_key.index_select(0, done_index))
                 assign_rows(self.state, done_index, fresh)
