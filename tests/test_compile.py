@@ -63,3 +63,12 @@ def test_bad_compile_arguments_raise() -> None:
     with pytest.raises(TypeError, match="bogus"):
         env.compile(bogus=1)
     assert not env.compiled
+
+
+def test_cpu_compile_defaults_to_scalar_code_unless_told_otherwise() -> None:
+    env = mmrl.make_batched("mmrl/Recommend-v0", num_envs=2)
+    assert env._compile_options({}) == {"options": {"cpp.simdlen": 1}}
+    assert env._compile_options({"options": {"cpp.simdlen": None}}) == {"options": {"cpp.simdlen": None}}
+    assert env._compile_options({"options": {"max_autotune": True}, "fullgraph": True}) == {
+        "options": {"cpp.simdlen": 1, "max_autotune": True}, "fullgraph": True}
+    assert env._compile_options({"mode": "max-autotune"}) == {"mode": "max-autotune"}  # mode and options exclude each other

@@ -218,14 +218,24 @@ class BatchedEnv(ABC, Generic[StateT]):
         long-lived Python objects behind; a long-running program should call ``gc.collect(); gc.freeze()``
         once the first steps have run, or full garbage-collector passes over them stall steps for 10+ ms
         (``python -m mmrl.train env.compile=true`` does so after its first rollout).
-        ``options`` go to ``torch.compile`` (e.g. ``mode="max-autotune"``)."""
+        ``options`` go to ``torch.compile`` (e.g. ``mode="max-autotune"``). On the CPU, Inductor's options
+        default to ``{"cpp.simdlen": 1}`` (scalar C++): these programs are integer hashing and indexing, which
+        ran 3-15% faster per env step unvectorized on the AVX2 machine of BENCHMARKS.md; pass
+        ``options={"cpp.simdlen": None}`` to let Inductor vectorize (or ``mode=...``, which leaves its options alone)."""
         if self.compiled:
             return self
+        options = self._compile_options(options)
         self._advance = torch.compile(self._advance, dynamic=False, **options)  # type: ignore[method-assign]
         self._fresh_rows = torch.compile(self._fresh_rows, dynamic=True, **options)  # type: ignore[method-assign]
         self._decision_info = torch.compile(self._decision_info, dynamic=False, **options)  # type: ignore[method-assign]
         self.compiled = True
         return self
+
+    def _compile_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """``torch.compile``'s keyword arguments: ``options`` with scalar C++ for the CPU unless they say otherwise."""
+        if self.device.type != "cpu" or "mode" in options:
+            return options
+        return {**options, "options": {"cpp.simdlen": 1, **(options.get("options") or {})}}
 
     def _advance(
         self,
