@@ -238,8 +238,8 @@ class DiagnoseState:
     revealed: Tensor  # bool[B, NUM_TESTS]
     scan_image: Tensor  # int64[B], the first scan's pre-rendered background (its tissue noise pattern)
     zoom_image: Tensor  # int64[B], the detailed scan's pre-rendered image
-    lesion_cells: Tensor  # int64[B, 8], where the lesion sprites go on the first scan
-    lesion_sprites: Tensor  # int64[B, 8], the sprite ids drawn there
+    lesion_corner: Tensor  # int64[B, 2], top-left cell of each 2x2-cell lesion (the finding's lung, the other)
+    lesion_look: Tensor  # int64[B, 2], shape shown (a finding, or num_findings: the haze) * LESION_VARIANTS + variant
     phrasing: Tensor  # int64[B, _PARTS], phrasing of each part of the text
     intro: Tensor  # int64[B], row of the filled-in intro sentence in the intro table
     history: Tensor  # int64[B], row of the side and fever sentences in the history table
@@ -258,7 +258,7 @@ class Diagnose(BatchedEnv[DiagnoseState]):
     """Batched Diagnose; see the module docstring for the task. Keyword arguments: :class:`DiagnoseParams`."""
 
     end_reasons = ("running", "right diagnosis", "wrong diagnosis", "step limit")
-    observation_fields = ("revealed", "zoom_image", "scan_image", "lesion_cells", "lesion_sprites", "text")
+    observation_fields = ("revealed", "zoom_image", "scan_image", "lesion_corner", "lesion_look", "text")
 
     def __init__(self, num_envs: int = 1, device: torch.device | str = "cpu", **params: object):
         super().__init__(num_envs, device)
@@ -396,7 +396,15 @@ class Diagnose(BatchedEnv[DiagnoseState]):
         detailed scan once ordered), row-major over the 8 x 8 grid; the observation renders exactly this."""
         zoomed = state.revealed[:, Exam.SCAN]
         grid = self._grids[torch.where(zoomed, state.zoom_image, state.scan_image)]
-        return torch.where(zoomed[:, None], grid, grid.scatter(1, state.lesion_cells, state.lesion_sprites))
+        return torch.where(zoomed[:, None], grid, grid.scatter(1, *self._lesion_sprites(state)))
+
+    def _lesion_sprites(self, state: DiagnoseState) -> tuple[Tensor, Tensor]:
+        """``(cells, sprite ids)``, int64[B, 8] each: the first scan's lesion sprites, 4 per lesion."""
+        quadrant = torch.arange(4, device=self.device)
+        cells = (state.lesion_corner[:, :, None] + self._lesion_offsets).reshape(-1, 8)
+        shape, variant = state.lesion_look // LESION_VARIANTS, state.lesion_look % LESION_VARIANTS
+        sprites = self._lesion_base + (shape[:, :, None] * 4 + quadrant) * LESION_VARIANTS + variant[:, :, None]
+        return cells, sprites.reshape(-1, 8)
 
     @staticmethod
     def _intro_row(phrasing: Tensor, age: Tensor, symptom: Tensor, days: Tensor) -> Tensor:
@@ -479,9 +487,6 @@ class Diagnose(BatchedEnv[DiagnoseState]):
         corners = tops * GRID + self._lung_columns[sides]
         shapes = torch.stack([finding, other_finding], dim=1)
         shown = torch.where(clear[:, None], shapes, p.num_findings)  # the hazy opacity is "finding" F
-        quadrant = torch.arange(4, device=dev)
-        lesions = self._lesion_base + ((shown[:, :, None] * 4 + quadrant) * LESION_VARIANTS + lesion_variant[:, :, None])
-        lesion_cells = (corners[:, :, None] + self._lesion_offsets).reshape(batch, 8)
         lung_shapes = torch.where(side[:, None] == 0, shapes, shapes.flip(1))  # [left lung's, right lung's]
 
         phrasing = rng.randint(u[:, 14 : 14 + _PARTS], PHRASINGS)
@@ -502,8 +507,8 @@ class Diagnose(BatchedEnv[DiagnoseState]):
             revealed=torch.zeros(batch, NUM_TESTS, dtype=torch.bool, device=dev),
             scan_image=pattern,
             zoom_image=self._zoom_index(pattern, lung_shapes, lesion_variant[:, 0]),
-            lesion_cells=lesion_cells,
-            lesion_sprites=lesions.reshape(batch, 8),
+            lesion_corner=corners,
+            lesion_look=shown * LESION_VARIANTS + lesion_variant,
             phrasing=phrasing,
             intro=intro,
             history=history,
@@ -560,9 +565,10 @@ class Diagnose(BatchedEnv[DiagnoseState]):
         if self._block_units:
             return {"image": self._paste_blocks(index, zoomed, state), "text": state.text.clone()}
         images = torch.index_select(self._scans, 0, index.repeat_interleave(3))
-        own = self._grids.view(-1).index_select(0, (index[:, None] * (GRID * GRID) + state.lesion_cells).view(-1))
-        sprites = torch.where(zoomed[:, None], own.view(batch, 8), state.lesion_sprites)
-        image = self.renderer.paste(images.view(batch, 3, size, size), state.lesion_cells, sprites)
+        cells, sprites = self._lesion_sprites(state)
+        own = self._grids.view(-1).index_select(0, (index[:, None] * (GRID * GRID) + cells).view(-1))
+        sprites = torch.where(zoomed[:, None], own.view(batch, 8), sprites)
+        image = self.renderer.paste(images.view(batch, 3, size, size), cells, sprites)
         return {"image": image, "text": state.text.clone()}
 
     def _paste_blocks(self, index: Tensor, zoomed: Tensor, state: DiagnoseState) -> Tensor:
@@ -573,12 +579,10 @@ class Diagnose(BatchedEnv[DiagnoseState]):
         buffer = torch.empty((batch + 1) * image_bytes + 16, dtype=torch.uint8, device=self.device)
         images = buffer[self._block_shift : self._block_shift + batch * image_bytes].view(3 * batch, size * size)
         torch.index_select(self._scans, 0, index.repeat_interleave(3), out=images)
-        corner = state.lesion_cells[:, ::4]  # each lesion's top-left cell (its 4 cells are corner + 0, 1, 8, 9)
-        first = state.lesion_sprites[:, ::4] - self._lesion_base  # its top-left sprite: (shape * 4 + 0) * V + variant
-        block = first // (4 * LESION_VARIANTS) * LESION_VARIANTS + first % LESION_VARIANTS
         image = torch.where(zoomed, batch, torch.arange(batch, device=self.device))
-        dst = (image * (image_bytes // 16))[:, None, None] + self._block_dst.index_select(0, corner.reshape(-1)).view(batch, 2, self._block_units)
-        src = self._block_atlas.index_select(0, block.reshape(-1))
+        corner = self._block_dst.index_select(0, state.lesion_corner.reshape(-1)).view(batch, 2, self._block_units)
+        dst = (image * (image_bytes // 16))[:, None, None] + corner
+        src = self._block_atlas.index_select(0, state.lesion_look.reshape(-1))
         buffer.view(torch.complex128).scatter_(0, dst.view(-1), src.view(-1))
         return images.view(batch, 3, size, size)
 
