@@ -252,9 +252,9 @@ class BatchedEnv(ABC, Generic[StateT]):
 
         Returns ``(state, reward, terminated, truncated, episode_length, episode_return`` of the step,
         then the counters to keep: ``elapsed, episode_return, episode, episode_key`` (with
-        ``autoreset``, those of finished rows already start their next episode), ``step_info``, and the
-        ``_decision_info`` of the new state (finished rows: of their last state; :meth:`step` swaps in
-        their next episode's)``)``."""
+        ``autoreset``, those of finished rows already start their next episode), ``step_info, decision_info)``:
+        the ``_decision_info`` of the new state (finished rows: of their last state; :meth:`step` swaps in
+        their next episode's)."""
         state, reward, terminated, step_info = self._transition(state, actions, rng.step_key(episode_key, elapsed))
         decision_info = type(self)._decision_info(self, state)  # the method itself: traced into this program
         length = elapsed + 1
