@@ -1,29 +1,22 @@
-"""Reference policies for every env: random, greedy (myopic heuristic on the info dict) and oracle.
+"""Reference policies by name, for any env: ``random``, ``oracle`` and whatever the env itself offers.
 
-They act on a batched env's tensors (``obs``, ``info`` from :meth:`BatchedEnv.step`), so a thousand
-episodes take a few batched steps. ``greedy`` and ``oracle`` read what the env exposes in ``info``
-and never the text: they bound what a learner should reach, they do not solve the task by reading.
+Generic code (evaluation, the training summary, reports) asks for a policy by name; this module builds the
+generic ones and otherwise asks the env (:meth:`~mmrl.core.batched_env.BatchedEnv.reference_policies`), where
+each task keeps its scripted, myopic and planning policies beside its transition. They act on a batched env's
+tensors, so a thousand episodes take a few batched steps; policies other than ``random`` read the true state the
+env exposes in ``info`` and never the text: they bound what a learner should reach.
 """
 
 from __future__ import annotations
-
-from typing import Protocol
 
 import torch
 from torch import Tensor
 
 from mmrl.core.batched_env import BatchedEnv, Info, Observation
+from mmrl.core.policy import ReferencePolicy
 
+#: the names every built-in env answers to (an env may offer more)
 POLICIES = ("random", "greedy", "oracle")
-
-
-class ReferencePolicy(Protocol):
-    """A policy over a batched env: ``act`` gets the latest observation and info, returns int64[B]."""
-
-    def act(self, obs: Observation, info: Info) -> Tensor: ...
-
-    def update(self, info: Info, done: Tensor) -> None:
-        """Called after every step with the step's info and which rows finished."""
 
 
 class RandomPolicy:
@@ -41,133 +34,42 @@ class RandomPolicy:
         pass
 
 
-class OraclePolicy:
-    """Picks the action with the highest true expected reward (``info["expected_reward"]``)."""
+class ArgmaxPolicy:
+    """Picks the action with the highest value in ``info[key]`` (float[B, A]): with the env's declared
+    ``value_key`` (the true expected reward of each action now), the myopic optimum."""
 
-    def __init__(self, env: BatchedEnv):
-        self.env = env
+    def __init__(self, key: str):
+        self.key = key
 
     def act(self, obs: Observation, info: Info) -> Tensor:
-        if "expected_reward" not in info:
-            raise KeyError(f"the oracle needs info['expected_reward'], which {type(self.env).__name__} does not provide")
-        return info["expected_reward"].argmax(dim=1)
+        return info[self.key].argmax(dim=1)
 
     def update(self, info: Info, done: Tensor) -> None:
         pass
 
 
-class RecommendGreedyPolicy:
-    """A myopic content-based recommender: the item most like the last one clicked.
+class UnknownPolicyError(ValueError, KeyError):
+    """The env offers no reference policy of that name (a ``ValueError``, and a ``KeyError`` for lookups)."""
 
-    Scores each slot's item (``info["item_ids"]``) by shared category (2), colour (1) and pattern (0.5)
-    with the last clicked item, cheaper tiers first on ties; before any click it offers the cheapest.
-    It never reads the shopper's words."""
-
-    def __init__(self, env: BatchedEnv):
-        catalog = env.catalog  # type: ignore[attr-defined]
-        device = env.device
-        self.attributes = torch.stack(
-            [torch.as_tensor(a, device=device) for a in (catalog.category, catalog.colour, catalog.pattern)], dim=1
-        )
-        self.tier = torch.as_tensor(catalog.tier, device=device)
-        self.weights = torch.tensor([2.0, 1.0, 0.5], device=device)
-        self.last_clicked = torch.full((env.num_envs,), -1, dtype=torch.int64, device=device)
-
-    def act(self, obs: Observation, info: Info) -> Tensor:
-        items = info["item_ids"]
-        known = self.last_clicked >= 0
-        reference = self.attributes[self.last_clicked.clamp(min=0)]
-        same = (self.attributes[items] == reference[:, None, :]).float() @ self.weights
-        score = same * known[:, None] - 0.1 * self.tier[items]
-        return score.argmax(dim=1)
-
-    def update(self, info: Info, done: Tensor) -> None:
-        self.last_clicked = torch.where(info["clicked"], info["chosen_item"], self.last_clicked)
-        self.last_clicked = torch.where(done, -1, self.last_clicked)
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
 
 
-class NavigateGreedyPolicy:
-    """Navigate, myopic: steps to a free cell closer to the target (no path search), then faces it and
-    says done / picks it up (:func:`mmrl.envs.navigate.plan_greedy` on the true positions in ``info``)."""
-
-    def __init__(self, env: BatchedEnv):
-        self.grid_size = env.params.grid_size  # type: ignore[attr-defined]
-
-    def act(self, obs: Observation, info: Info) -> Tensor:
-        from mmrl.envs.navigate import plan_greedy
-
-        return plan_greedy(info, self.grid_size)
-
-    def update(self, info: Info, done: Tensor) -> None:
-        pass
-
-
-class NavigateOraclePolicy(NavigateGreedyPolicy):
-    """Navigate, oracle: a shortest path (BFS on the true state in ``info``) to the target, then the
-    mission's verb (:func:`mmrl.envs.navigate.plan_shortest_path`)."""
-
-    def act(self, obs: Observation, info: Info) -> Tensor:
-        from mmrl.envs.navigate import plan_shortest_path
-
-        return plan_shortest_path(info, self.grid_size)
-
-
-class DiagnoseScriptedPolicy:
-    """Diagnose, scripted: orders the detailed scan while the lesion's shape is unknown, then the blood
-    count and the temperature chart while no condition has posterior ``>= confidence``, then diagnoses
-    the most probable condition. It reads ``info["posterior"]`` (what a perfect reader of image and text
-    knows), never the hidden condition."""
-
-    def __init__(self, env: BatchedEnv, confidence: float = 0.9):
-        from mmrl.envs.diagnose import NUM_TESTS, Exam
-
-        self.tests, self.scan, self.blood, self.temperature = NUM_TESTS, Exam.SCAN, Exam.BLOOD, Exam.TEMPERATURE
-        self.num_findings = env.params.num_findings  # type: ignore[attr-defined]
-        self.confidence = confidence
-
-    def act(self, obs: Observation, info: Info) -> Tensor:
-        posterior, revealed = info["posterior"], info["revealed"]
-        finding_known = posterior.view(-1, self.num_findings, 2).sum(dim=2).amax(dim=1) > 0.999
-        best, condition = posterior.max(dim=1)
-        unsure = best < self.confidence
-        diagnose = condition + self.tests
-        action = torch.where(unsure & ~revealed[:, self.temperature], int(self.temperature), diagnose)
-        action = torch.where(unsure & ~revealed[:, self.blood], int(self.blood), action)
-        return torch.where(~finding_known & ~revealed[:, self.scan], int(self.scan), action)
-
-    def update(self, info: Info, done: Tensor) -> None:
-        pass
-
-
-class DiagnoseOraclePolicy:
-    """Diagnose, oracle: diagnoses the true condition (``info["condition"]``) at once, ordering no test."""
-
-    def __init__(self, env: BatchedEnv):
-        from mmrl.envs.diagnose import NUM_TESTS
-
-        self.tests = NUM_TESTS
-
-    def act(self, obs: Observation, info: Info) -> Tensor:
-        return info["condition"] + self.tests
-
-    def update(self, info: Info, done: Tensor) -> None:
-        pass
+def policy_names(env: BatchedEnv) -> list[str]:
+    """The reference policies ``env`` offers."""
+    generic = ["random"] + (["oracle"] if env.value_key is not None else [])
+    return list(dict.fromkeys([*generic, *env.reference_policies()]))
 
 
 def make_reference_policy(name: str, env: BatchedEnv, seed: int = 0) -> ReferencePolicy:
-    """``random``, ``greedy`` or ``oracle`` for ``env``."""
+    """The reference policy ``name`` for ``env`` (see :func:`policy_names`).
+
+    :raises UnknownPolicyError: naming the policies the env offers."""
+    own = env.reference_policies()
+    if name in own:
+        return own[name](seed)
     if name == "random":
         return RandomPolicy(env, seed)
-    if name == "oracle":
-        oracle = {"Navigate": NavigateOraclePolicy, "Diagnose": DiagnoseOraclePolicy}.get(type(env).__name__, OraclePolicy)
-        return oracle(env)
-    if name == "greedy":
-        greedy = {
-            "Recommend": RecommendGreedyPolicy,
-            "Navigate": NavigateGreedyPolicy,
-            "Diagnose": DiagnoseScriptedPolicy,
-        }.get(type(env).__name__)
-        if greedy is None:
-            raise ValueError(f"no greedy policy for {type(env).__name__}")
-        return greedy(env)
-    raise ValueError(f"unknown reference policy {name!r}; choose one of {list(POLICIES)}")
+    if name == "oracle" and env.value_key is not None:
+        return ArgmaxPolicy(env.value_key)
+    raise UnknownPolicyError(f"{type(env).__name__} has no reference policy {name!r}; it offers {policy_names(env)}")

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 import mmrl
+from mmrl.core.memory import retain_freed_memory
 
 
 def rate(step: Callable[[int], None], per_call: int, seconds: float, sync: Callable[[], None], repeats: int = 3) -> float:
@@ -139,6 +140,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on 2 cores)")
     parser.add_argument("--no-compile", action="store_true", help="skip the compile=True measurement")
     args = parser.parse_args()
+    retain_freed_memory()  # every step allocates fresh observations: keep freed pages (no page faults)
     torch.set_num_threads(args.threads)
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
 

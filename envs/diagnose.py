@@ -83,11 +83,13 @@ from gymnasium import spaces
 from torch import Tensor
 
 from mmrl.core import rng
-from mmrl.core.batched_env import BatchedEnv
+from mmrl.core.batched_env import BatchedEnv, EnvState, Info, Observation, PolicyFactory
 from mmrl.core.params import build_params
-from mmrl.core.renderer import SpriteRenderer
+from mmrl.core.renderer import BlockPaster, SpriteRenderer
 from mmrl.core.spaces import TextSpace, Vocabulary, image_space
 from mmrl.envs.sprites import SCAN_FINDINGS, scan_atlas
+from mmrl.episodes import EpisodeStats
+from mmrl.metrics import TaskMetrics, summarize
 
 #: Conditions, ``2 * finding + (0 infection, 1 no infection)``.
 CONDITIONS = ("abscess", "tumour", "pneumonia", "oedema", "bronchitis", "fibrosis", "tuberculosis", "cyst")
@@ -224,7 +226,7 @@ class DiagnoseParams:
 
 
 @dataclass
-class DiagnoseState:
+class DiagnoseState(EnvState):
     """Batch-first state tensors, one device."""
 
     finding: Tensor  # int64[B], shape of the lesion in the painful side's lung
@@ -251,7 +253,32 @@ class DiagnoseState:
 
 
 #: State fields that belong to the episode, not to the current patient (kept when the next one comes in).
-_EPISODE_FIELDS = ("patient", "last_action", "last_reward", "end_reason")
+_EPISODE_FIELDS = ("elapsed", "patient", "last_action", "last_reward", "end_reason")
+
+
+# ---------------------------------------------------------------------------- task metrics
+def _task_metrics(stats: EpisodeStats) -> dict[str, object]:
+    diagnoses = stats.sums["diagnosed"]
+    return {
+        "diagnostic_accuracy": float(stats.sums["correct"].sum() / max(diagnoses.sum(), 1.0)),
+        "correct_per_episode": summarize(stats.sums["correct"]),
+        "diagnoses_per_episode": summarize(diagnoses),
+        "tests_per_episode": summarize(stats.sums["tested"]),
+        "episode_length": summarize(stats.lengths),
+    }
+
+
+TASK_METRICS = TaskMetrics(
+    sum_keys=("diagnosed", "correct", "tested"),
+    compute=_task_metrics,
+    labels={
+        "diagnostic_accuracy": "diagnostic accuracy (right diagnoses / diagnoses)",
+        "correct_per_episode": "right diagnoses per shift",
+        "diagnoses_per_episode": "diagnoses per shift",
+        "tests_per_episode": "tests ordered per shift",
+        "episode_length": "steps per shift",
+    },
+)
 
 
 class Diagnose(BatchedEnv[DiagnoseState]):
@@ -259,6 +286,7 @@ class Diagnose(BatchedEnv[DiagnoseState]):
 
     end_reasons = ("running", "right diagnosis", "wrong diagnosis", "step limit")
     observation_fields = ("revealed", "zoom_image", "scan_image", "lesion_corner", "lesion_look", "text")
+    task_metrics = TASK_METRICS
 
     def __init__(self, num_envs: int = 1, device: torch.device | str = "cpu", **params: object):
         super().__init__(num_envs, device)
@@ -291,7 +319,10 @@ class Diagnose(BatchedEnv[DiagnoseState]):
         left_block = (2 + zoom // 4) * GRID + zoom % 4  # rows 2-5, columns 0-3: the left lesion's zoom
         self._zoom_cells = torch.stack([left_block, left_block + 4])  # [side, 16]
         self._lung_columns = torch.tensor(_LUNG_COLUMNS, device=dev)
-        self._n_draws = 14 + _PARTS + 1
+        self._draws = rng.Draws(
+            finding=1, infection=1, clear=1, fever=1, blood=1, temperature=1, side=1, top=1, lesion_variant=1,
+            age=1, symptom=1, days=1, other_finding=1, other_top=1, phrasing=rng.Block(_PARTS), pattern=1,
+        )  # fmt: skip
         # Images rendered once (instead of a gather of all 64 cells per step): every noise pattern's lesion-free
         # first scan (the lesions are pasted on), then every detailed scan (pattern x left shape x right shape x
         # lesion variant; the zoomed lesions cover half the image, so pasting them would gather as much).
@@ -314,30 +345,22 @@ class Diagnose(BatchedEnv[DiagnoseState]):
         self._build_block_paste()
 
     def _build_block_paste(self) -> None:
-        """Tables to paste each 2x2-cell lesion as one block of 16-byte units (where the sprite width is a
-        multiple of 8 pixels): ``_block_atlas`` complex128[(F + 1) * variants, units] holds every lesion block
-        (shape or haze, variant) and ``_block_dst`` int64[64, units] where a block whose top-left cell is that
-        cell goes, counted in 16-byte units from the image's start in a buffer that starts ``_block_shift``
-        bytes before it (which puts both lungs' lesion columns on 16-byte boundaries). Half the scattered
-        elements of a paste of 8 sprites in 8-byte words, from 2 sources instead of 8."""
+        """The paste of the first scan's lesions: each 2x2-cell lesion (a shape or the haze, in a variant) is one
+        block of the :class:`~mmrl.core.renderer.BlockPaster`, at a corner cell in either lung
+        (``_corner_position``: cell -> the paster's position)."""
         p = self.params
-        tile, size = p.tile, p.image_size
-        self._block_units = 0
-        if tile % 8:
-            return  # :meth:`_observe` pastes sprite by sprite
-        margin = (size - GRID * tile) // 2
-        self._block_shift = -(margin + _LUNG_COLUMNS[0] * tile) % 16
+        tile, margin = p.tile, (p.image_size - GRID * p.tile) // 2
         shape, variant = torch.meshgrid(torch.arange(p.num_findings + 1), torch.arange(LESION_VARIANTS), indexing="ij")
         quadrant = torch.arange(4)
         sprites = self._lesion_base + (shape.reshape(-1, 1) * 4 + quadrant) * LESION_VARIANTS + variant.reshape(-1, 1)
-        quads = self.renderer.atlas.cpu()[sprites]  # [blocks, 4, 3, T, T]
+        quads = self.renderer.atlas.cpu()[sprites]  # [blocks, 4, 3, T, T], in block_id = look order
         blocks = torch.cat([torch.cat([quads[:, 0], quads[:, 1]], dim=3), torch.cat([quads[:, 2], quads[:, 3]], dim=3)], dim=2)
-        self._block_atlas = blocks.contiguous().view(torch.complex128).reshape(blocks.shape[0], -1).to(self.device)
-        channel, y, unit = torch.meshgrid(torch.arange(3), torch.arange(2 * tile), torch.arange(2 * tile // 16), indexing="ij")
-        cell = torch.arange(GRID * GRID)[:, None]
-        start = self._block_shift + channel.reshape(1, -1) * size * size + (margin + (cell // GRID) * tile + y.reshape(1, -1)) * size
-        self._block_dst = ((start + margin + (cell % GRID) * tile) // 16 + unit.reshape(1, -1)).to(self.device)
-        self._block_units = self._block_dst.shape[1]
+        rows, columns = torch.meshgrid(torch.arange(1, 1 + _LESION_ROWS), torch.tensor(_LUNG_COLUMNS), indexing="ij")
+        cells = (rows * GRID + columns).reshape(-1)
+        corners = torch.stack([margin + rows.reshape(-1) * tile, margin + columns.reshape(-1) * tile], dim=1)
+        self._paster = BlockPaster(blocks.to(self.device), p.image_size, corners)
+        position = torch.full((GRID * GRID,), -1, dtype=torch.int64)
+        self._corner_position = position.index_copy(0, cells, torch.arange(len(cells))).to(self.device)
 
     # ------------------------------------------------------------------ text
     def _build_text_tables(self) -> list[tuple[Tensor, Tensor]]:
@@ -461,41 +484,45 @@ class Diagnose(BatchedEnv[DiagnoseState]):
     # ------------------------------------------------------------------ BatchedEnv
     def _initial_state(self, episode_key: Tensor, compose_text: bool = True) -> DiagnoseState:
         """A new patient per row; without ``compose_text`` the text is left empty (the caller composes it)."""
-        p = self.params
+        p, d = self.params, self._draws
         dev = self.device
-        u = rng.uniform(episode_key, self._n_draws)
+        u = rng.uniform(episode_key, d.count)
         batch = episode_key.shape[0]
-        finding = rng.randint(u[:, 0], p.num_findings)
-        infection = u[:, 1] < 0.5
-        clear = u[:, 2] < p.clear_scan_prob
+        finding = rng.randint(u[:, d.finding], p.num_findings)
+        infection = u[:, d.infection] < 0.5
+        clear = u[:, d.clear] < p.clear_scan_prob
 
         def agrees(x: Tensor, prob: float) -> Tensor:
             return torch.where(x < prob, infection, ~infection)
 
-        fever = agrees(u[:, 3], p.fever_reliability)
-        blood_high = agrees(u[:, 4], p.blood_accuracy)
-        temperature_high = agrees(u[:, 5], p.temperature_accuracy)
+        fever = agrees(u[:, d.fever], p.fever_reliability)
+        blood_high = agrees(u[:, d.blood], p.blood_accuracy)
+        temperature_high = agrees(u[:, d.temperature], p.temperature_accuracy)
 
         # scans: noisy tissue everywhere and a lesion's 2x2 square in each lung (the painful side's is the
         # finding, the other one incidental), or both lesions' 4x4 zooms side by side
-        side = rng.randint(u[:, 6], 2)
-        other_finding = rng.randint(u[:, 12], p.num_findings)
-        pattern = rng.randint(u[:, 14 + _PARTS], NOISE_PATTERNS)
-        lesion_variant = rng.randint(u[:, 8], LESION_VARIANTS)[:, None]
-        tops = 1 + torch.stack([rng.randint(u[:, 7], _LESION_ROWS), rng.randint(u[:, 13], _LESION_ROWS)], dim=1)
+        side = rng.randint(u[:, d.side], 2)
+        other_finding = rng.randint(u[:, d.other_finding], p.num_findings)
+        pattern = rng.randint(u[:, d.pattern], NOISE_PATTERNS)
+        lesion_variant = rng.randint(u[:, d.lesion_variant], LESION_VARIANTS)[:, None]
+        tops = 1 + torch.stack([rng.randint(u[:, d.top], _LESION_ROWS), rng.randint(u[:, d.other_top], _LESION_ROWS)], dim=1)
         sides = torch.stack([side, 1 - side], dim=1)  # [B, 2]: the finding's lung, the incidental one's
         corners = tops * GRID + self._lung_columns[sides]
         shapes = torch.stack([finding, other_finding], dim=1)
         shown = torch.where(clear[:, None], shapes, p.num_findings)  # the hazy opacity is "finding" F
         lung_shapes = torch.where(side[:, None] == 0, shapes, shapes.flip(1))  # [left lung's, right lung's]
 
-        phrasing = rng.randint(u[:, 14 : 14 + _PARTS], PHRASINGS)
+        phrasing = rng.randint(u[:, d.phrasing], PHRASINGS)
         intro = self._intro_row(
-            phrasing[:, 0], rng.randint(u[:, 9], len(AGES)), rng.randint(u[:, 10], len(SYMPTOMS)), rng.randint(u[:, 11], len(DAYS))
+            phrasing[:, 0],
+            rng.randint(u[:, d.age], len(AGES)),
+            rng.randint(u[:, d.symptom], len(SYMPTOMS)),
+            rng.randint(u[:, d.days], len(DAYS)),
         )
         history = self._history_row(phrasing, side, fever)
         zeros = torch.zeros(batch, dtype=torch.int64, device=dev)
         state = DiagnoseState(
+            elapsed=zeros,
             finding=finding,
             other_finding=other_finding,
             side=side,
@@ -529,10 +556,7 @@ class Diagnose(BatchedEnv[DiagnoseState]):
         diagnosed = ~is_test
         correct = diagnosed & (actions - NUM_TESTS == condition)
         reward = torch.where(is_test, -p.test_cost, torch.where(correct, 1.0, -1.0)).to(torch.float32)
-        t = self.elapsed + 1
-        end_reason = torch.where(
-            correct, 1, torch.where(diagnosed, 2, torch.where(t >= p.max_steps, 3, 0))
-        )
+        end_reason = torch.where(correct, 1, torch.where(diagnosed, 2, 0))  # (the engine marks the step limit)
         terminated = diagnosed & (state.patient + 1 >= p.patients)
         next_state = dataclasses.replace(
             state,
@@ -553,38 +577,19 @@ class Diagnose(BatchedEnv[DiagnoseState]):
                     old, new = getattr(next_state, f.name), getattr(fresh, f.name)
                     setattr(next_state, f.name, torch.where(next_patient.view(-1, *[1] * (old.dim() - 1)), new, old))
         next_state.text = self._compose_text(next_state.intro, next_state.history, self._results_row(next_state, next_state.revealed))
-        info = {"diagnosed": diagnosed, "correct": correct, "test_ordered": test, "end_reason": end_reason}
+        info = {"diagnosed": diagnosed, "correct": correct, "tested": is_test, "test_ordered": test, "end_reason": end_reason}
         return next_state, reward, terminated, info
 
     def _observe(self, state: DiagnoseState) -> dict[str, Tensor]:
-        # a pre-rendered image: the first scan's background with its lesions pasted on, or the whole
-        # detailed scan (which takes no paste)
+        # a pre-rendered image (one grey channel, gathered three times): the first scan's background with its
+        # lesions pasted on, or the whole detailed scan (which takes no paste)
         zoomed = state.revealed[:, Exam.SCAN]
-        batch, size = zoomed.shape[0], self.params.image_size
+        batch = zoomed.shape[0]
+        buffer, images = self._paster.new_images(batch)
         index = torch.where(zoomed, state.zoom_image, state.scan_image)
-        if self._block_units:
-            return {"image": self._paste_blocks(index, zoomed, state), "text": state.text.clone()}
-        images = torch.index_select(self._scans, 0, index.repeat_interleave(3))
-        cells, sprites = self._lesion_sprites(state)
-        own = self._grids.view(-1).index_select(0, (index[:, None] * (GRID * GRID) + cells).view(-1))
-        sprites = torch.where(zoomed[:, None], own.view(batch, 8), sprites)
-        image = self.renderer.paste(images.view(batch, 3, size, size), cells, sprites)
-        return {"image": image, "text": state.text.clone()}
-
-    def _paste_blocks(self, index: Tensor, zoomed: Tensor, state: DiagnoseState) -> Tensor:
-        """uint8[B, 3, S, S]: pre-rendered images ``index`` with each row's two lesion blocks pasted on (not on
-        the zoomed rows: their blocks go to a spare image past the batch, so no row-dependent mask is needed)."""
-        batch, size = index.shape[0], self.params.image_size
-        image_bytes = 3 * size * size
-        buffer = torch.empty((batch + 1) * image_bytes + 16, dtype=torch.uint8, device=self.device)
-        images = buffer[self._block_shift : self._block_shift + batch * image_bytes].view(3 * batch, size * size)
-        torch.index_select(self._scans, 0, index.repeat_interleave(3), out=images)
-        image = torch.where(zoomed, batch, torch.arange(batch, device=self.device))
-        corner = self._block_dst.index_select(0, state.lesion_corner.reshape(-1)).view(batch, 2, self._block_units)
-        dst = (image * (image_bytes // 16))[:, None, None] + corner
-        src = self._block_atlas.index_select(0, state.lesion_look.reshape(-1))
-        buffer.view(torch.complex128).scatter_(0, dst.view(-1), src.view(-1))
-        return images.view(batch, 3, size, size)
+        torch.index_select(self._scans, 0, index.repeat_interleave(3), out=images.view(3 * batch, images.shape[-1] ** 2))
+        self._paster.paste(buffer, self._corner_position[state.lesion_corner], state.lesion_look, skip=zoomed)
+        return {"image": images, "text": state.text.clone()}
 
     def _decision_info(self, state: DiagnoseState) -> dict[str, Tensor]:
         return {
@@ -597,6 +602,10 @@ class Diagnose(BatchedEnv[DiagnoseState]):
             "patient": state.patient.clone(),
         }
 
+    def reference_policies(self) -> dict[str, PolicyFactory]:
+        """``greedy``: :class:`ScriptedPolicy` (reads the exact posterior); ``oracle``: :class:`TrueConditionPolicy`."""
+        return {"greedy": lambda seed: ScriptedPolicy(self), "oracle": lambda seed: TrueConditionPolicy()}
+
     # ------------------------------------------------------------------ rendering
     def _frame_lines(self, state: DiagnoseState, index: int) -> list[str]:
         """Text panel of the replay frame: the record, the step and return, the last action, the truth."""
@@ -605,7 +614,7 @@ class Diagnose(BatchedEnv[DiagnoseState]):
         end = int(state.end_reason[0])
         lines = [
             f'"{self.decode(state.text[0])}"',
-            f"patient {int(state.patient[0]) + 1}/{self.params.patients}   step {int(self.elapsed[index])}/{self.max_episode_steps}"
+            f"patient {int(state.patient[0]) + 1}/{self.params.patients}   step {int(state.elapsed[0])}/{self.max_episode_steps}"
             f"   return {float(self.episode_return[index]):.2f}",
             "start of shift" if last < 0 else f"last: {self.action_names[last]}, reward {float(state.last_reward[0]):.2f}"
             + ("" if end == 0 else f" ({self.end_reasons[end]})"),
@@ -613,3 +622,37 @@ class Diagnose(BatchedEnv[DiagnoseState]):
             f"{'infection' if bool(state.infection[0]) else 'no infection'})",
         ]
         return lines
+
+
+# ---------------------------------------------------------------------------- reference policies
+class ScriptedPolicy:
+    """Orders the detailed scan while the lesion's shape is unknown, then the blood count and the temperature
+    chart while no condition has posterior ``>= confidence``, then diagnoses the most probable condition. It
+    reads ``info["posterior"]`` (what a perfect reader of image and text knows), never the hidden condition."""
+
+    def __init__(self, env: Diagnose, confidence: float = 0.9):
+        self.num_findings = env.params.num_findings
+        self.confidence = confidence
+
+    def act(self, obs: Observation, info: Info) -> Tensor:
+        posterior, revealed = info["posterior"], info["revealed"]
+        finding_known = posterior.view(-1, self.num_findings, 2).sum(dim=2).amax(dim=1) > 0.999
+        best, condition = posterior.max(dim=1)
+        unsure = best < self.confidence
+        diagnose = condition + NUM_TESTS
+        action = torch.where(unsure & ~revealed[:, Exam.TEMPERATURE], int(Exam.TEMPERATURE), diagnose)
+        action = torch.where(unsure & ~revealed[:, Exam.BLOOD], int(Exam.BLOOD), action)
+        return torch.where(~finding_known & ~revealed[:, Exam.SCAN], int(Exam.SCAN), action)
+
+    def update(self, info: Info, done: Tensor) -> None:
+        pass
+
+
+class TrueConditionPolicy:
+    """The oracle: diagnoses the true condition (``info["condition"]``) at once, ordering no test."""
+
+    def act(self, obs: Observation, info: Info) -> Tensor:
+        return info["condition"] + NUM_TESTS
+
+    def update(self, info: Info, done: Tensor) -> None:
+        pass

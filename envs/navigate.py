@@ -59,6 +59,7 @@ planners :func:`plan_shortest_path` (BFS, the oracle) and :func:`plan_greedy` ac
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -67,11 +68,13 @@ from gymnasium import spaces
 from torch import Tensor
 
 from mmrl.core import rng
-from mmrl.core.batched_env import BatchedEnv
+from mmrl.core.batched_env import BatchedEnv, EnvState, Info, Observation, PolicyFactory
 from mmrl.core.params import build_params
 from mmrl.core.renderer import SpriteRenderer
 from mmrl.core.spaces import TextSpace, Vocabulary, image_space
 from mmrl.envs.sprites import GRID_COLOURS, GRID_KINDS, grid_atlas
+from mmrl.episodes import EpisodeStats
+from mmrl.metrics import TaskMetrics, summarize
 
 MISSIONS = ("goto", "pickup", "mixed")
 VIEWS = ("top_down", "egocentric")
@@ -194,7 +197,7 @@ class NavigateParams:
 
 
 @dataclass
-class NavigateState:
+class NavigateState(EnvState):
     """Batch-first state tensors, one device. Object slot 0 is the target."""
 
     agent: Tensor  # int64[B, 2], (row, column) in the grid (walls at 0 and grid_size - 1)
@@ -208,6 +211,18 @@ class NavigateState:
     last_action: Tensor  # int64[B] (-1 at the start)
     last_reward: Tensor  # float32[B]
     end_reason: Tensor  # int64[B], EndReason of the last step
+
+
+# ---------------------------------------------------------------------------- task metrics
+def _task_metrics(stats: EpisodeStats) -> dict[str, object]:
+    return {"success_rate": summarize(stats.sums["success"]), "episode_length": summarize(stats.lengths)}
+
+
+TASK_METRICS = TaskMetrics(
+    sum_keys=("success",),
+    compute=_task_metrics,
+    labels={"success_rate": "success rate (episodes that did what the instruction said)", "episode_length": "steps per episode"},
+)
 
 
 def _front_cells(agent: Tensor, heading: Tensor, steps: Tensor) -> Tensor:
@@ -233,8 +248,9 @@ def move_rule(
 class Navigate(BatchedEnv[NavigateState]):
     """Batched Navigate; see the module docstring for the task. Keyword arguments: :class:`NavigateParams`."""
 
-    end_reasons = ("running", "success", "wrong object", "wrong action", "step limit")
+    end_reasons = tuple(reason.name.lower().replace("_", " ") for reason in EndReason)
     observation_fields = ("agent", "heading", "objects", "present", "colour", "kind", "text")
+    task_metrics = TASK_METRICS
     action_names = tuple(a.name.lower().replace("pickup", "pick up") for a in Action)
 
     def __init__(self, num_envs: int = 1, device: torch.device | str = "cpu", **params: object):
@@ -280,7 +296,10 @@ class Navigate(BatchedEnv[NavigateState]):
         n_cells = p.room_size**2
         self._cell_ids = torch.arange(n_cells, dtype=torch.int64, device=dev)
         k = p.num_distractors
-        self._n_draws = 6 + 2 * k + n_cells
+        self._draws = rng.Draws(
+            agent_cell=1, heading=1, target_colour=1, target_kind=1, mission=1, phrasing=1,
+            share_colour=rng.Block(k), other=rng.Block(k), cell_scores=rng.Block(n_cells),
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ text
     def _build_text_table(self) -> Tensor:
@@ -307,37 +326,38 @@ class Navigate(BatchedEnv[NavigateState]):
         dev = self.device
         k = p.num_distractors
         r = p.room_size
-        u = rng.uniform(episode_key, self._n_draws)
+        d = self._draws
+        u = rng.uniform(episode_key, d.count)
         batch = episode_key.shape[0]
 
-        agent_cell = rng.randint(u[:, 0], r * r)
+        agent_cell = rng.randint(u[:, d.agent_cell], r * r)
         agent = torch.stack([agent_cell // r, agent_cell % r], dim=1) + 1
-        heading = rng.randint(u[:, 1], 4)
+        heading = rng.randint(u[:, d.heading], 4)
         front = _front_cells(agent, heading, self._steps)
         front_in_room = ((front >= 1) & (front <= r)).all(dim=1)
         front_cell = torch.where(front_in_room, (front[:, 0] - 1) * r + (front[:, 1] - 1), agent_cell)
         # object cells: the K lowest of unique per-cell scores, never the agent's cell or the one it faces
-        scores = (u[:, 6 + 2 * k :] * (1 << 24)).to(torch.int64) * (r * r) + self._cell_ids
+        scores = (u[:, d.cell_scores] * (1 << 24)).to(torch.int64) * (r * r) + self._cell_ids
         taken = (self._cell_ids == agent_cell[:, None]) | (self._cell_ids == front_cell[:, None])
         scores = torch.where(taken, torch.iinfo(torch.int64).max, scores)
         cells = scores.topk(1 + k, dim=1, largest=False, sorted=True).indices
         objects = torch.stack([cells // r, cells % r], dim=2) + 1
 
         n_col, n_kind = p.num_colours, len(self.kinds)
-        target_colour = rng.randint(u[:, 2], n_col)
-        target_kind = rng.randint(u[:, 3], n_kind)
+        target_colour = rng.randint(u[:, d.target_colour], n_col)
+        target_kind = rng.randint(u[:, d.target_kind], n_kind)
         if p.mission == "mixed":
-            mission = rng.randint(u[:, 4], 2)
+            mission = rng.randint(u[:, d.mission], 2)
         else:
             mission = torch.full((batch,), int(Mission.GOTO if p.mission == "goto" else Mission.PICKUP), device=dev)
         # distractor 1 shares the colour, 2 the kind, 3 completes the colour x kind square (the colour
         # of 2, the kind of 1), and any further one shares the colour or the kind by chance
-        share_colour = u[:, 6 : 6 + k] < 0.5
+        share_colour = u[:, d.share_colour] < 0.5
         if k >= 1:
             share_colour[:, 0] = True
         if k >= 2:
             share_colour[:, 1] = False
-        other = u[:, 6 + k : 6 + 2 * k]
+        other = u[:, d.other]
         other_colour = (target_colour[:, None] + 1 + rng.randint(other, n_col - 1)) % n_col
         other_kind = (target_kind[:, None] + 1 + rng.randint(other, n_kind - 1)) % n_kind
         colour = torch.where(share_colour, target_colour[:, None], other_colour)
@@ -348,9 +368,10 @@ class Navigate(BatchedEnv[NavigateState]):
         colour = torch.cat([target_colour[:, None], colour], dim=1)
         kind = torch.cat([target_kind[:, None], kind], dim=1)
 
-        text = self._instruction(mission, rng.randint(u[:, 5], PHRASINGS), target_colour, target_kind)
+        text = self._instruction(mission, rng.randint(u[:, d.phrasing], PHRASINGS), target_colour, target_kind)
         zeros = torch.zeros(batch, dtype=torch.int64, device=dev)
         return NavigateState(
+            elapsed=zeros,
             agent=agent,
             heading=heading,
             objects=objects,
@@ -375,16 +396,12 @@ class Navigate(BatchedEnv[NavigateState]):
         right_verb = torch.where(state.mission == int(Mission.PICKUP), actions == int(Action.PICKUP), actions == int(Action.DONE))
         success = acted & on_target & right_verb
         picked = facing & (acted & (actions == int(Action.PICKUP)))[:, None]
-        t = self.elapsed + 1
+        t = state.elapsed + 1
         reward = torch.where(success, 1.0 - 0.9 * t.to(torch.float32) / p.max_steps, 0.0)
-        end_reason = torch.where(
+        end_reason = torch.where(  # (the engine marks the step limit)
             success,
             int(EndReason.SUCCESS),
-            torch.where(
-                acted & ~on_target,
-                int(EndReason.WRONG_OBJECT),
-                torch.where(acted, int(EndReason.WRONG_ACTION), torch.where(t >= p.max_steps, int(EndReason.STEP_LIMIT), 0)),
-            ),
+            torch.where(acted & ~on_target, int(EndReason.WRONG_OBJECT), torch.where(acted, int(EndReason.WRONG_ACTION), 0)),
         )
         next_state = dataclasses.replace(
             state,
@@ -437,6 +454,11 @@ class Navigate(BatchedEnv[NavigateState]):
             "mission": state.mission.clone(),
         }
 
+    def reference_policies(self) -> dict[str, PolicyFactory]:
+        """``oracle``: :func:`plan_shortest_path` on the true state; ``greedy``: :func:`plan_greedy`."""
+        size = self.params.grid_size
+        return {"oracle": lambda seed: Planner(plan_shortest_path, size), "greedy": lambda seed: Planner(plan_greedy, size)}
+
     # ------------------------------------------------------------------ rendering
     def _frame_lines(self, state: NavigateState, index: int) -> list[str]:
         """Text panel of the replay frame: the instruction, the step and return, the last action, the target."""
@@ -444,7 +466,7 @@ class Navigate(BatchedEnv[NavigateState]):
         target = f"{self.colours[int(state.colour[0, 0])]} {self.kinds[int(state.kind[0, 0])]}"
         lines = [
             f'"{self.decode(state.text[0])}"',
-            f"step {int(self.elapsed[index])}/{self.max_episode_steps}   return {float(self.episode_return[index]):.2f}",
+            f"step {int(state.elapsed[0])}/{self.max_episode_steps}   return {float(self.episode_return[index]):.2f}",
             "start of episode" if last < 0 else f"last: {self.action_names[last]}, reward {float(state.last_reward[0]):.2f}"
             + ("" if int(state.end_reason[0]) == 0 else f" ({self.end_reasons[int(state.end_reason[0])]})"),
             f"target: {target} at {tuple(state.objects[0, 0].tolist())}, {Mission(int(state.mission[0])).name.lower()}",
@@ -546,3 +568,17 @@ def plan_greedy(info: dict[str, Tensor], grid_size: int) -> Tensor:
     move = _turn_towards(info["heading"], _best_direction(good, info["heading"]))
     adjacent, finish = _face_or_commit(info, steps)
     return torch.where(adjacent, finish, move)
+
+
+class Planner:
+    """A reference policy that plans each step from the true positions in ``info``: ``plan(info, grid_size)``
+    is :func:`plan_shortest_path` (the oracle) or :func:`plan_greedy`."""
+
+    def __init__(self, plan: Callable[[dict[str, Tensor], int], Tensor], grid_size: int):
+        self.plan, self.grid_size = plan, grid_size
+
+    def act(self, obs: Observation, info: Info) -> Tensor:
+        return self.plan(info, self.grid_size)
+
+    def update(self, info: Info, done: Tensor) -> None:
+        pass

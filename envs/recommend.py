@@ -56,11 +56,13 @@ from gymnasium import spaces
 from torch import Tensor
 
 from mmrl.core import rng
-from mmrl.core.batched_env import BatchedEnv
+from mmrl.core.batched_env import BatchedEnv, EnvState, Info, Observation, PolicyFactory
 from mmrl.core.params import build_params
 from mmrl.core.renderer import SpriteRenderer
 from mmrl.core.spaces import TextSpace, Vocabulary, image_space
 from mmrl.envs.catalog import TIER_BOUNDS, Catalog, load_catalog, procedural_catalog
+from mmrl.episodes import EpisodeStats
+from mmrl.metrics import TaskMetrics, summarize
 
 REWARD_MODES = ("click", "revenue", "satisfaction")
 
@@ -177,7 +179,7 @@ _A_MIN, _A_MAX = -_W_BUDGET - 16, _W_CATEGORY + _W_COLOUR + _W_PATTERN
 
 
 @dataclass
-class RecommendState:
+class RecommendState(EnvState):
     """Batch-first state tensors, one device."""
 
     want_category: Tensor  # int64[B]
@@ -195,11 +197,42 @@ class RecommendState:
     slot_value: Tensor  # float32[B, K], expected reward of each slot of ``slate``
 
 
+# ---------------------------------------------------------------------------- task metrics
+def _task_metrics(stats: EpisodeStats) -> dict[str, object]:
+    steps = float(stats.lengths.sum())
+    return {
+        "click_through_rate": float(stats.sums["clicked"].sum() / steps),
+        "clicks_per_episode": summarize(stats.sums["clicked"]),
+        "purchases_per_episode": summarize(stats.sums["purchased"]),
+        "revenue_per_episode": summarize(stats.sums["revenue"]),
+        "session_length": summarize(stats.lengths),
+        "regret_vs_oracle": summarize(stats.sums["regret"]),
+        "regret_per_step": float(stats.sums["regret"].sum() / steps),
+    }
+
+
+TASK_METRICS = TaskMetrics(
+    sum_keys=("clicked", "purchased", "revenue", "regret"),
+    compute=_task_metrics,
+    labels={
+        "click_through_rate": "click-through rate (clicks / steps)",
+        "clicks_per_episode": "clicks per session",
+        "purchases_per_episode": "purchases per session",
+        "revenue_per_episode": "revenue per session ($)",
+        "session_length": "session length (steps)",
+        "regret_vs_oracle": "regret vs oracle per session (sum of expected-reward gaps)",
+        "regret_per_step": "regret vs oracle per step",
+    },
+)
+
+
 class Recommend(BatchedEnv[RecommendState]):
     """Batched Recommend; see the module docstring for the task. Keyword arguments: :class:`RecommendParams`."""
 
     end_reasons = ("running", "shopper left", "step limit")
     observation_fields = ("slate", "slot_value", "slot_click", "last_action", "text")
+    value_key = "expected_reward"
+    task_metrics = TASK_METRICS
 
     def __init__(self, num_envs: int = 1, device: torch.device | str = "cpu", **params: object):
         super().__init__(num_envs, device)
@@ -246,9 +279,17 @@ class Recommend(BatchedEnv[RecommendState]):
         self.renderer = SpriteRenderer(atlas, rows, cols, p.image_size).to(dev)
         self._blank_cells = torch.full((1, rows * cols - p.slate_size), cat.num_items, dtype=torch.int64, device=dev)
         k = p.slate_size
-        self._n_slate_draws = 2 + 4 + max(0, k - 4) + k
-        self._reset_draws = 4 + self._n_slate_draws + 2
-        self._step_draws = 6 + self._n_slate_draws + 2
+        # a slate: the decoys and the order of the 2x2 design, three unused draws, the cells of the slots past
+        # the fourth, and the item of each slot
+        self._slate_draws = rng.Draws(
+            decoy_category=1, decoy_colour=1, order=1, unused=rng.Block(3), extra_cells=rng.Block(max(0, k - 4)),
+            item=rng.Block(k),
+        )  # fmt: skip
+        slate, text = rng.Block(self._slate_draws.count), rng.Block(2)
+        self._reset_draws = rng.Draws(wish=1, budget=1, pattern=1, patience=1, slate=slate, text=text)
+        self._step_draws = rng.Draws(
+            click=1, purchase=1, drift_category=1, drift_colour=1, new_category=1, new_colour=1, slate=slate, text=text
+        )
 
     # ------------------------------------------------------------------ text
     def _build_text_table(self) -> Tensor:
@@ -284,17 +325,19 @@ class Recommend(BatchedEnv[RecommendState]):
     # ------------------------------------------------------------------ slates
     def _draw_slate(self, u: Tensor, want_category: Tensor, want_colour: Tensor) -> Tensor:
         """int64[B, K] item ids: a shuffled 2x2 design of {wished, decoy} category x {wished, decoy} colour
-        (extra slots draw a random cell of the design), each slot a random item of its cell."""
-        k = self.params.slate_size
-        decoy_category = (want_category + 1 + rng.randint(u[:, 0], self._n_categories - 1)) % self._n_categories
-        decoy_colour = (want_colour + 1 + rng.randint(u[:, 1], self._n_colours - 1)) % self._n_colours
-        cells = self._orders[rng.randint(u[:, 2], self._orders.shape[0])]  # a random order of the 4 cells
+        (extra slots draw a random cell of the design), each slot a random item of its cell.
+
+        :param u: the slate's uniforms, laid out as ``self._slate_draws``."""
+        k, d = self.params.slate_size, self._slate_draws
+        decoy_category = (want_category + 1 + rng.randint(u[:, d.decoy_category], self._n_categories - 1)) % self._n_categories
+        decoy_colour = (want_colour + 1 + rng.randint(u[:, d.decoy_colour], self._n_colours - 1)) % self._n_colours
+        cells = self._orders[rng.randint(u[:, d.order], self._orders.shape[0])]  # a random order of the 4 cells
         if k > 4:
-            cells = torch.cat([cells, rng.randint(u[:, 6 : 6 + k - 4], 4)], dim=1)
+            cells = torch.cat([cells, rng.randint(u[:, d.extra_cells], 4)], dim=1)
         cells = cells[:, :k]
         category = torch.where((cells & 1).bool(), decoy_category[:, None], want_category[:, None])
         colour = torch.where((cells & 2).bool(), decoy_colour[:, None], want_colour[:, None])
-        pick = rng.randint(u[:, self._n_slate_draws - k :], self._combo_count[category, colour])
+        pick = rng.randint(u[:, d.item], self._combo_count[category, colour])
         return self._combo_table[category, colour, pick]
 
     # ------------------------------------------------------------------ user model
@@ -308,42 +351,48 @@ class Recommend(BatchedEnv[RecommendState]):
         a -= (attributes[:, :, 0] == state.last_category[:, None]) * state.fatigue[:, None]
         return a
 
-    def _expected_reward(self, state: RecommendState, items: Tensor, p_click: Tensor) -> Tensor:
+    def _reward(self, click: Tensor, purchase: Tensor, price: Tensor, leaves_if_rejected: Tensor) -> Tensor:
+        """The reward rule, linear in its outcomes: given the click and purchase (0/1 outcomes, or their
+        probabilities), the item's price and whether a rejection makes the shopper leave, the reward (or the
+        expected reward): the transition and the expected-value info both use it, so they cannot disagree."""
         mode = self.params.reward
         if mode == "click":
-            return p_click
+            return click
         if mode == "revenue":
-            affordable = self._item_tier[items] <= state.budget[:, None]
-            return p_click * affordable * self.params.purchase_prob * self._item_price[items] / 100.0
-        leaves = (state.patience == 1)[:, None]
-        return p_click - (1 - p_click) * (0.5 + 2.0 * leaves)
+            return purchase * price / 100.0
+        return click - (1 - click) * (0.5 + 2.0 * leaves_if_rejected)
 
     def _with_slot_values(self, state: RecommendState) -> RecommendState:
-        """``state`` with the click probability and expected reward of every slot of its slate."""
-        a = self._affinity(state, state.slate).clamp_(_A_MIN, _A_MAX)
-        state.slot_click = self._click_table[a - _A_MIN]
-        state.slot_value = self._expected_reward(state, state.slate, state.slot_click)
-        return state
+        """A copy of ``state`` with the click probability and expected reward of every slot of its slate."""
+        items = state.slate
+        a = self._affinity(state, items).clamp_(_A_MIN, _A_MAX)
+        p_click = self._click_table[a - _A_MIN]
+        affordable = self._item_tier[items] <= state.budget[:, None]
+        p_purchase = p_click * affordable * self.params.purchase_prob
+        leaves = (state.patience == 1)[:, None]
+        value = self._reward(p_click, p_purchase, self._item_price[items], leaves)
+        return dataclasses.replace(state, slot_click=p_click, slot_value=value)
 
     # ------------------------------------------------------------------ BatchedEnv
     def _initial_state(self, episode_key: Tensor) -> RecommendState:
-        p = self.params
-        u = rng.uniform(episode_key, self._reset_draws)
+        p, d = self.params, self._reset_draws
+        u = rng.uniform(episode_key, d.count)
         batch = episode_key.shape[0]
-        pair = self._pairs[rng.randint(u[:, 0], self._pairs.shape[0])]
+        pair = self._pairs[rng.randint(u[:, d.wish], self._pairs.shape[0])]
         want_category, want_colour = pair[:, 0], pair[:, 1]
-        budget = rng.randint(u[:, 1], len(TIER_BOUNDS))
-        slate = self._draw_slate(u[:, 4 : 4 + self._n_slate_draws], want_category, want_colour)
+        budget = rng.randint(u[:, d.budget], len(TIER_BOUNDS))
+        slate = self._draw_slate(u[:, d.slate], want_category, want_colour)
         intent = torch.full_like(budget, Intent.GREET)
-        text = self._utterance(intent, u[:, -2:], want_category, want_colour, budget)
+        text = self._utterance(intent, u[:, d.text], want_category, want_colour, budget)
         minus_one = torch.full((batch,), -1, dtype=torch.int64, device=self.device)
         values = torch.zeros(batch, p.slate_size, dtype=torch.float32, device=self.device)
         state = RecommendState(
+            elapsed=torch.zeros_like(budget),
             want_category=want_category,
             want_colour=want_colour,
             budget=budget,
-            liked_pattern=rng.randint(u[:, 2], len(self.catalog.patterns)),
-            patience=p.patience + rng.randint(u[:, 3], 3),
+            liked_pattern=rng.randint(u[:, d.pattern], len(self.catalog.patterns)),
+            patience=p.patience + rng.randint(u[:, d.patience], 3),
             fatigue=torch.zeros_like(budget),
             last_category=minus_one,
             slate=slate,
@@ -356,36 +405,32 @@ class Recommend(BatchedEnv[RecommendState]):
         return self._with_slot_values(state)
 
     def _transition(self, state: RecommendState, actions: Tensor, step_key: Tensor):
-        p = self.params
-        u = rng.uniform(step_key, self._step_draws)
+        p, d = self.params, self._step_draws
+        u = rng.uniform(step_key, d.count)
         p_click, expected = state.slot_click, state.slot_value
         chosen_slot = actions[:, None]
         chosen = state.slate.gather(1, chosen_slot).squeeze(1)
-        clicked = u[:, 0] < p_click.gather(1, chosen_slot).squeeze(1)
+        clicked = u[:, d.click] < p_click.gather(1, chosen_slot).squeeze(1)
         regret = expected.max(dim=1).values - expected.gather(1, chosen_slot).squeeze(1)
         category, colour = self._item_category[chosen], self._item_colour[chosen]
         over_budget = self._item_tier[chosen] > state.budget
-        purchased = clicked & ~over_budget & (u[:, 1] < p.purchase_prob)
-        revenue = torch.where(purchased, self._item_price[chosen], 0.0)
+        purchased = clicked & ~over_budget & (u[:, d.purchase] < p.purchase_prob)
+        price = self._item_price[chosen]
+        revenue = torch.where(purchased, price, 0.0)
 
         patience_max = p.patience + 2
         patience = torch.where(clicked, torch.clamp(state.patience + 1, max=patience_max), state.patience - 1)
         left = patience <= 0
-        if p.reward == "click":
-            reward = clicked.to(torch.float32)
-        elif p.reward == "revenue":
-            reward = revenue / 100.0
-        else:
-            reward = torch.where(clicked, 1.0, -0.5) - 2.0 * left
+        reward = self._reward(clicked.to(torch.float32), purchased.to(torch.float32), price, state.patience == 1)
 
         # interest drift and fatigue
         same = clicked & (category == state.last_category)
         fatigue = torch.where(clicked, torch.where(same, state.fatigue + 1, 1), state.fatigue)
         last_category = torch.where(clicked, category, state.last_category)
-        drift_category = clicked & ((fatigue >= p.fatigue_limit) | (u[:, 2] < p.drift_category))
-        drift_colour = clicked & ~drift_category & (u[:, 3] < p.drift_colour)
-        new_category = (state.want_category + 1 + rng.randint(u[:, 4], self._n_categories - 1)) % self._n_categories
-        new_colour = (state.want_colour + 1 + rng.randint(u[:, 5], self._n_colours - 1)) % self._n_colours
+        drift_category = clicked & ((fatigue >= p.fatigue_limit) | (u[:, d.drift_category] < p.drift_category))
+        drift_colour = clicked & ~drift_category & (u[:, d.drift_colour] < p.drift_colour)
+        new_category = (state.want_category + 1 + rng.randint(u[:, d.new_category], self._n_categories - 1)) % self._n_categories
+        new_colour = (state.want_colour + 1 + rng.randint(u[:, d.new_colour], self._n_colours - 1)) % self._n_colours
         want_category = torch.where(drift_category, new_category, state.want_category)
         want_colour = torch.where(drift_colour, new_colour, state.want_colour)
         fatigue = torch.where(drift_category, 0, fatigue)
@@ -403,8 +448,8 @@ class Recommend(BatchedEnv[RecommendState]):
                 ),
             ),
         )
-        slate = self._draw_slate(u[:, 6 : 6 + self._n_slate_draws], want_category, want_colour)
-        text = self._utterance(intent, u[:, -2:], want_category, want_colour, state.budget)
+        slate = self._draw_slate(u[:, d.slate], want_category, want_colour)
+        text = self._utterance(intent, u[:, d.text], want_category, want_colour, state.budget)
         next_state = dataclasses.replace(
             state,
             want_category=want_category,
@@ -417,16 +462,15 @@ class Recommend(BatchedEnv[RecommendState]):
             last_action=actions.clone(),
             last_reward=reward.clone(),
         )
-        next_state = self._with_slot_values(next_state)
         info = {
             "clicked": clicked,
             "purchased": purchased,
             "revenue": revenue,
             "chosen_item": chosen,
             "regret": regret,
-            "end_reason": torch.where(left, 1, torch.where(self.elapsed + 1 >= self.max_episode_steps, 2, 0)),
+            "end_reason": left.to(torch.int64),  # 1: the shopper left (the engine marks the step limit)
         }
-        return next_state, reward, left, info
+        return self._with_slot_values(next_state), reward, left, info
 
     def _observe(self, state: RecommendState) -> dict[str, Tensor]:
         cells = state.slate
@@ -448,11 +492,48 @@ class Recommend(BatchedEnv[RecommendState]):
         x0, y0 = left + c * tile, top + r * tile
         return x0 * scale, y0 * scale, (x0 + tile) * scale, (y0 + tile) * scale
 
+    def reference_policies(self) -> dict[str, PolicyFactory]:
+        """``greedy``: :class:`GreedyRecommender`; ``oracle`` (generic) is the argmax of ``expected_reward``."""
+        return {"greedy": lambda seed: GreedyRecommender(self)}
+
+    def describe_action(self, action: int) -> str:
+        return f"slot {action}"
+
     def _frame_lines(self, state: RecommendState, index: int) -> list[str]:
         """Text panel of the replay frame: the utterance, the step and return, the last outcome."""
         last = int(state.last_action[0])
         return [
             f'"{self.decode(state.text[0])}"',
-            f"step {int(self.elapsed[index])}/{self.max_episode_steps}   return {float(self.episode_return[index]):.2f}",
+            f"step {int(state.elapsed[0])}/{self.max_episode_steps}   return {float(self.episode_return[index]):.2f}",
             "start of session" if last < 0 else f"last: slot {last}, reward {float(state.last_reward[0]):.2f}",
         ]
+
+
+# ---------------------------------------------------------------------------- reference policy
+class GreedyRecommender:
+    """A myopic content-based recommender: the item most like the last one clicked.
+
+    Scores each slot's item (``info["item_ids"]``) by shared category (2), colour (1) and pattern (0.5)
+    with the last clicked item, cheaper tiers first on ties; before any click it offers the cheapest.
+    It never reads the shopper's words."""
+
+    def __init__(self, env: Recommend):
+        catalog, device = env.catalog, env.device
+        self.attributes = torch.stack(
+            [torch.as_tensor(a, device=device) for a in (catalog.category, catalog.colour, catalog.pattern)], dim=1
+        )
+        self.tier = torch.as_tensor(catalog.tier, device=device)
+        self.weights = torch.tensor([2.0, 1.0, 0.5], device=device)
+        self.last_clicked = torch.full((env.num_envs,), -1, dtype=torch.int64, device=device)
+
+    def act(self, obs: Observation, info: Info) -> Tensor:
+        items = info["item_ids"]
+        known = self.last_clicked >= 0
+        reference = self.attributes[self.last_clicked.clamp(min=0)]
+        same = (self.attributes[items] == reference[:, None, :]).float() @ self.weights
+        score = same * known[:, None] - 0.1 * self.tier[items]
+        return score.argmax(dim=1)
+
+    def update(self, info: Info, done: Tensor) -> None:
+        self.last_clicked = torch.where(info["clicked"], info["chosen_item"], self.last_clicked)
+        self.last_clicked = torch.where(done, -1, self.last_clicked)

@@ -1,7 +1,7 @@
 """Summary statistics of evaluation episodes: mean, std and 95% confidence interval, plus each env's task metrics.
 
-Task metrics are env-specific (Recommend: click-through rate, revenue, regret vs the oracle); an env gets them
-through :data:`TASK_METRICS`, keyed by the batched env's class name, so the evaluator itself stays env-generic.
+Task metrics are env-specific (Recommend: click-through rate, revenue, regret vs the oracle): each env module
+declares its own :class:`TaskMetrics` as its class's ``task_metrics``, so the evaluator itself stays env-generic.
 """
 
 from __future__ import annotations
@@ -69,40 +69,20 @@ class TaskMetrics:
     labels: dict[str, str]
 
 
-def _recommend_metrics(stats: EpisodeStats) -> dict[str, object]:
-    steps = float(stats.lengths.sum())
-    return {
-        "click_through_rate": float(stats.sums["clicked"].sum() / steps),
-        "clicks_per_episode": summarize(stats.sums["clicked"]),
-        "purchases_per_episode": summarize(stats.sums["purchased"]),
-        "revenue_per_episode": summarize(stats.sums["revenue"]),
-        "session_length": summarize(stats.lengths),
-        "regret_vs_oracle": summarize(stats.sums["regret"]),
-        "regret_per_step": float(stats.sums["regret"].sum() / steps),
-    }
-
-
-#: batched env class name -> its task metrics
-TASK_METRICS: dict[str, TaskMetrics] = {
-    "Recommend": TaskMetrics(
-        sum_keys=("clicked", "purchased", "revenue", "regret"),
-        compute=_recommend_metrics,
-        labels={
-            "click_through_rate": "click-through rate (clicks / steps)",
-            "clicks_per_episode": "clicks per session",
-            "purchases_per_episode": "purchases per session",
-            "revenue_per_episode": "revenue per session ($)",
-            "session_length": "session length (steps)",
-            "regret_vs_oracle": "regret vs oracle per session (sum of expected-reward gaps)",
-            "regret_per_step": "regret vs oracle per step",
-        },
-    ),
-}
-
-
 def task_metrics_for(env: object) -> TaskMetrics | None:
-    """The task metrics of ``env`` (a batched env), or ``None`` when its class has none."""
-    return TASK_METRICS.get(type(env).__name__)
+    """The task metrics of ``env`` (a batched env: its ``task_metrics``), or ``None`` when it declares none."""
+    return getattr(env, "task_metrics", None)
+
+
+def task_labels() -> dict[str, str]:
+    """``name -> label`` of every registered env's task metrics (for tables of metrics read back from files)."""
+    from mmrl.registration import ENV_CLASSES
+
+    labels: dict[str, str] = {}
+    for env_class in ENV_CLASSES.values():
+        if env_class.task_metrics is not None:
+            labels.update(env_class.task_metrics.labels)
+    return labels
 
 
 def episode_metrics(stats: EpisodeStats, task: TaskMetrics | None) -> dict[str, object]:

@@ -1,12 +1,14 @@
 """Environment ids, their Gymnasium registration, and :func:`make_vec` (the SB3 face).
 
 Every env id is registered here once, on ``import mmrl``, with both an ``entry_point`` (a single
-Gymnasium env) and a ``vector_entry_point`` (a native batched Gymnasium VectorEnv).
+Gymnasium env) and a ``vector_entry_point`` (a native batched Gymnasium VectorEnv). An env of your own
+(a :class:`~mmrl.core.batched_env.BatchedEnv` subclass) joins with one call, ``register_env(id, cls)``:
+every face, the reference policies and the evaluation tools then work with it.
 """
 
 from __future__ import annotations
 
-import importlib
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,25 +17,20 @@ import torch
 
 from mmrl.core.adapters import GymVectorEnv, SB3VecEnv, SingleEnv
 from mmrl.core.batched_env import BatchedEnv
+from mmrl.envs.diagnose import Diagnose
+from mmrl.envs.navigate import Navigate
+from mmrl.envs.recommend import Recommend
 
-#: env id -> "module:BatchedEnvClass"
-ENV_CLASSES: dict[str, str] = {
-    "mmrl/Recommend-v0": "mmrl.envs.recommend:Recommend",
-    "mmrl/Navigate-v0": "mmrl.envs.navigate:Navigate",
-    "mmrl/Diagnose-v0": "mmrl.envs.diagnose:Diagnose",
-}
-
-
-def _load(path: str) -> type[BatchedEnv]:
-    module, name = path.split(":")
-    return getattr(importlib.import_module(module), name)
+#: env id -> its batched env class (:func:`register_env` adds to it)
+ENV_CLASSES: dict[str, type[BatchedEnv]] = {}
+_BUILT_IN = {"mmrl/Recommend-v0": Recommend, "mmrl/Navigate-v0": Navigate, "mmrl/Diagnose-v0": Diagnose}
 
 
 def env_class(env_id: str) -> type[BatchedEnv]:
     """The batched env class registered under ``env_id``."""
     if env_id not in ENV_CLASSES:
         raise gym.error.NameNotFound(f"unknown mmrl env id {env_id!r}; registered: {sorted(ENV_CLASSES)}")
-    return _load(ENV_CLASSES[env_id])
+    return ENV_CLASSES[env_id]
 
 
 def _maybe_compile(env: BatchedEnv, compile: bool) -> BatchedEnv:
@@ -42,13 +39,13 @@ def _maybe_compile(env: BatchedEnv, compile: bool) -> BatchedEnv:
     return env.compile() if compile else env
 
 
-def make_single_env(env_class: str, render_mode: str | None = None, **params: Any) -> SingleEnv:
+def make_single_env(env_class: type[BatchedEnv], render_mode: str | None = None, **params: Any) -> SingleEnv:
     """Gymnasium ``entry_point``: one instance on the CPU."""
-    return SingleEnv(_load(env_class)(num_envs=1, device="cpu", **params), render_mode=render_mode)
+    return SingleEnv(env_class(num_envs=1, device="cpu", **params), render_mode=render_mode)
 
 
 def make_gym_vector_env(
-    env_class: str,
+    env_class: type[BatchedEnv],
     num_envs: int = 1,
     device: str = "cpu",
     render_mode: str | None = None,
@@ -57,7 +54,7 @@ def make_gym_vector_env(
 ) -> GymVectorEnv:
     """Gymnasium ``vector_entry_point``: ``num_envs`` instances as one batched env (``compile``: see
     :func:`make_batched`)."""
-    env = _load(env_class)(num_envs=num_envs, device=device, **params)
+    env = env_class(num_envs=num_envs, device=device, **params)
     return GymVectorEnv(_maybe_compile(env, compile), render_mode=render_mode)
 
 
@@ -96,14 +93,28 @@ def make_vec(
     return venv
 
 
-def register_envs() -> None:
-    """Register every mmrl env id with Gymnasium (idempotent)."""
-    for env_id, path in ENV_CLASSES.items():
-        if env_id in gym.registry:
-            continue
+def register_env(env_id: str, cls: type[BatchedEnv]) -> None:
+    """Register the batched env class ``cls`` as ``env_id`` with mmrl (:func:`make_batched`, :func:`make_vec`)
+    and with Gymnasium (``gym.make``, ``gym.make_vec``). Registering the same class again does nothing.
+
+    :raises TypeError: ``cls`` is not a :class:`BatchedEnv` subclass.
+    :raises ValueError: ``env_id`` is taken by another class.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, BatchedEnv)):
+        raise TypeError(f"register_env needs a BatchedEnv subclass; got {cls!r}")
+    known = ENV_CLASSES.get(env_id)
+    if known is not None and known is not cls:
+        raise ValueError(f"env id {env_id!r} is already registered to {known.__module__}.{known.__qualname__}")
+    ENV_CLASSES[env_id] = cls
+    if env_id not in gym.registry:
         gym.register(
             id=env_id,
-            entry_point="mmrl.registration:make_single_env",
-            vector_entry_point="mmrl.registration:make_gym_vector_env",
-            kwargs={"env_class": path},
+            entry_point=functools.partial(make_single_env, cls),
+            vector_entry_point=functools.partial(make_gym_vector_env, cls),
         )
+
+
+def register_envs() -> None:
+    """Register mmrl's own envs (idempotent; ``import mmrl`` does it)."""
+    for env_id, cls in _BUILT_IN.items():
+        register_env(env_id, cls)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from mmrl.metrics import TASK_METRICS
+from mmrl.metrics import task_labels
 
 #: x and y columns of SB3's ``progress.csv`` drawn as learning curves, with their legend labels
 CURVE_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -167,9 +167,7 @@ def metrics_table(metrics: Mapping[str, Any]) -> str:
     policies: Mapping[str, Any] = metrics["policies"]
     first = next(iter(policies.values()))
     task_keys = list(first.get("task", {}))
-    labels = {}
-    for task in TASK_METRICS.values():
-        labels.update(task.labels)
+    labels = task_labels()
     head = ["policy", "episode return<br><small>mean [95% CI]</small>", "return std", "episode length<br><small>mean [95% CI]</small>"]
     head += [html.escape(labels.get(k, k)) for k in task_keys]
     rows = ["<tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"]

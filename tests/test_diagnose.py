@@ -318,9 +318,7 @@ def test_scripted_policy_orders_the_scan_only_when_the_first_one_is_hazy() -> No
 @pytest.mark.parametrize("options", [{}, {"image_size": 36}, {"image_size": 128, "num_findings": 4}, {"image_size": 72}])
 def test_pasted_scans_match_a_render_of_every_cell(options: dict) -> None:
     """The observation (a pre-rendered background with the lesions pasted on) is the full 8x8 grid of
-    the state's sprite ids: first scan, or the zoom once the detailed scan was ordered. Sizes 64 and 128
-    paste each lesion as one block of 16-byte units (from a buffer shifted by 8 and 0 bytes), 36 and 72
-    (sprites 4 and 9 pixels wide) sprite by sprite."""
+    the state's sprite ids: first scan, or the zoom once the detailed scan was ordered."""
     env = Diagnose(num_envs=128, **options)
     obs, _ = env.reset(seed=0)
     generator = torch.Generator().manual_seed(1)
@@ -331,3 +329,17 @@ def test_pasted_scans_match_a_render_of_every_cell(options: dict) -> None:
         zoomed_seen += int(s.revealed[:, Exam.SCAN].sum())
         assert torch.equal(env.renderer.render(env.sprite_grid(s)), obs["image"])
     assert zoomed_seen > 0
+
+
+def test_every_image_size_pastes_the_scan_a_full_render_shows() -> None:
+    """The block paste moves the widest units each size allows (16 bytes at 64 and 128 px, bytes at 65 px):
+    at every size from 32 to 140 px (and a few larger), and at odd batch sizes, each row's image is the
+    render of its own sprite grid, byte for byte."""
+    for size in [*range(32, 141), 194, 200, 256]:
+        env = Diagnose(num_envs=15 if size % 2 else 31, image_size=size)
+        obs, _ = env.reset(seed=size)
+        generator = torch.Generator().manual_seed(size)
+        for _ in range(3):
+            reference = env.renderer.render(env.sprite_grid(env.state))
+            assert torch.equal(reference, obs["image"]), f"image_size={size}"
+            obs, *_ = env.step(torch.randint(env.single_action_space.n, (env.num_envs,), generator=generator))

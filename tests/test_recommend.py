@@ -105,15 +105,23 @@ def test_reward_modes(mode: str) -> None:
 
 
 def test_patience_ends_the_session() -> None:
+    """Recommending the worst slot every step: a shopper who never clicks leaves after exactly their initial
+    patience of rejections (3-5), reported as end reason 1 and as termination."""
     env = Recommend(num_envs=128)
     env.reset(seed=0)
-    # always recommend the worst slot: everyone leaves within patience + 2 steps
+    patience = env.state.patience.clone()
+    left_at = torch.zeros(128, dtype=torch.int64)
+    clicked = torch.zeros(128, dtype=torch.bool)
     for step in range(1, 6):
         worst = env._decision_info(env.state)["affinity"].argmin(1)
         _, _, terminated, truncated, info = env.step(worst)
-        left = info["end_reason"] == 1
-        assert torch.equal(left, terminated)
-    assert int(env.episode.min()) >= 1 or step == 5
+        assert torch.equal(info["end_reason"] == 1, terminated)
+        first = left_at == 0
+        clicked |= info["clicked"] & first
+        left_at = torch.where(terminated & first, step, left_at)
+    never_clicked = ~clicked
+    assert int(never_clicked.sum()) > 100
+    assert torch.equal(left_at[never_clicked], patience[never_clicked])
 
 
 def test_slate_size_and_image_size_options() -> None:

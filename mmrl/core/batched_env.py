@@ -2,11 +2,14 @@
 
 A concrete env subclasses :class:`BatchedEnv` and writes three pure pieces of logic over batch-first
 tensors: ``_initial_state`` (fresh episodes for some rows), ``_transition`` (one step for all rows)
-and ``_observe`` (state to observation). The base owns everything else, written once:
+and ``_observe`` (state to observation). Its state is a dataclass of tensors that subclasses
+:class:`EnvState`, so time lives in the state (``elapsed``), where the transition reads it; the engine
+advances it. The base owns everything else, written once:
 
 * per-instance counter-based randomness (:mod:`mmrl.core.rng`): row ``i`` of a batch seeded ``s``
   is seeded ``s + i`` and replays exactly what a single env seeded ``s + i`` does;
-* episode counters, truncation at ``max_episode_steps``, episode return/length bookkeeping;
+* episode counters, truncation at ``max_episode_steps`` (and the ``step limit`` end reason), episode
+  return/length bookkeeping;
 * automatic reset of finished rows inside :meth:`step` (SB3's convention), keeping the finished
   episode's last observation for the caller (``info["final_observation"]``);
 * action validation with errors that name the bad value.
@@ -18,8 +21,9 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from typing import Any, Generic, TypeVar
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 import torch
@@ -28,12 +32,27 @@ from torch import Tensor
 
 from mmrl.core import rng
 from mmrl.core.frames import compose, enlarge
-from mmrl.core.memory import retain_freed_memory
+from mmrl.core.policy import ReferencePolicy
 from mmrl.core.spaces import TextSpace
 
-StateT = TypeVar("StateT")
+if TYPE_CHECKING:
+    from mmrl.metrics import TaskMetrics
+
+
+@dataclass
+class EnvState:
+    """The fields every env's state has; an env's state dataclass subclasses it (batch-first tensors)."""
+
+    elapsed: Tensor
+    """int64[B]: steps taken in the current episode. ``_initial_state`` sets it to 0; ``_transition`` may read
+    it (the step being taken is ``elapsed + 1``) and leaves it alone: the engine advances it and truncates on it."""
+
+
+StateT = TypeVar("StateT", bound=EnvState)
 Observation = dict[str, Tensor]
 Info = dict[str, Any]
+#: builds one of an env's reference policies from a seed
+PolicyFactory = Callable[[int], ReferencePolicy]
 
 
 def select_rows(state: StateT, index: Tensor, fields: Sequence[str] | None = None) -> StateT:
@@ -67,8 +86,10 @@ class BatchedEnv(ABC, Generic[StateT]):
     """Base of every mmrl environment: ``num_envs`` instances stepped as one tensor program.
 
     Subclasses set ``single_observation_space`` (a ``Dict`` with ``image`` and ``text``),
-    ``single_action_space`` and ``max_episode_steps`` in ``__init__`` before calling
-    :meth:`_finish_init`.
+    ``single_action_space`` and ``max_episode_steps`` in ``__init__``. What generic code (evaluation,
+    reports, baselines) needs to know about a task it asks through the declarations below, never by the
+    class's name: ``end_reasons``, ``value_key``, ``task_metrics``, :meth:`reference_policies`,
+    :meth:`describe_action`.
 
     :param num_envs: number of instances ``B``.
     :param device: torch device holding every state tensor.
@@ -78,6 +99,14 @@ class BatchedEnv(ABC, Generic[StateT]):
     #: The state fields ``_observe`` reads, where it reads only some: the final observations of finished rows
     #: then gather just these fields of those rows (``None``: every field).
     observation_fields: tuple[str, ...] | None = None
+    #: What ``info["end_reason"]`` (where the env reports one) indexes: ``running`` first, ``step limit`` last;
+    #: the engine sets ``step limit`` on the rows it truncates, so a transition never checks the time limit.
+    end_reasons: ClassVar[tuple[str, ...]] = ("running", "step limit")
+    #: The info entry holding each action's true expected reward now (float32[B, A]), if the env has one:
+    #: the ``oracle`` reference policy takes its argmax (the myopic optimum).
+    value_key: ClassVar[str | None] = None
+    #: The env's own evaluation metrics (:class:`mmrl.metrics.TaskMetrics`): click-through rate, success rate ...
+    task_metrics: ClassVar["TaskMetrics | None"] = None
     single_observation_space: spaces.Dict
     single_action_space: spaces.Discrete
     max_episode_steps: int
@@ -89,15 +118,12 @@ class BatchedEnv(ABC, Generic[StateT]):
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device {device!r} was asked for but CUDA is not available")
-        if self.device.type == "cpu":
-            retain_freed_memory()  # observations are big and fresh every step: keep their pages (memory.py)
         self.validate_actions = True
         self.compiled = False
         self.state: StateT | None = None
         zeros = torch.zeros(self.num_envs, dtype=torch.int64, device=self.device)
         self.seeds = zeros.clone()
         self.episode = zeros.clone()
-        self.elapsed = zeros.clone()
         self.episode_return = torch.zeros(self.num_envs, dtype=torch.float32, device=self.device)
         self._stream = zeros.clone()
         self._episode_key = zeros.clone()
@@ -128,7 +154,26 @@ class BatchedEnv(ABC, Generic[StateT]):
         """Lines of the text panel of :meth:`render_frame` for instance ``index`` (``state``: its state, one row)."""
         return [f'"{self.decode(self._observe(state)["text"][0])}"']
 
+    def reference_policies(self) -> dict[str, PolicyFactory]:
+        """The env's own reference policies, ``name -> factory(seed)`` (scripted, myopic, planners ...).
+
+        ``random``, and ``oracle`` where :attr:`value_key` is declared, are generic
+        (:func:`mmrl.agents.reference.make_reference_policy`); an env entry of the same name replaces them."""
+        return {}
+
+    def describe_action(self, action: int) -> str:
+        """Words for ``action`` in replays and reports (``action_names`` where the env has them)."""
+        names = getattr(self, "action_names", None)
+        return str(names[action]) if names is not None and 0 <= action < len(names) else f"action {action}"
+
     # ------------------------------------------------------------------ properties
+    @property
+    def elapsed(self) -> Tensor:
+        """int64[B]: steps taken in each row's current episode (the state's ``elapsed``)."""
+        if self.state is None:
+            return torch.zeros(self.num_envs, dtype=torch.int64, device=self.device)
+        return self.state.elapsed
+
     @property
     def text_space(self) -> TextSpace:
         return self.single_observation_space["text"]  # type: ignore[return-value]
@@ -181,10 +226,9 @@ class BatchedEnv(ABC, Generic[StateT]):
         if not autoreset and bool(self._needs_reset.any()):
             bad = torch.nonzero(self._needs_reset).flatten().tolist()[:8]
             raise RuntimeError(f"step() called on finished episodes (rows {bad}); call reset() first")
-        (self.state, reward, terminated, truncated, length, total, self.elapsed, self.episode_return,
+        (self.state, reward, terminated, truncated, length, total, self.episode_return,
          self.episode, self._episode_key, step_info, decision_info) = self._advance(
-            self.state, actions, self._stream, self.episode, self._episode_key, self.elapsed, self.episode_return,
-            autoreset,
+            self.state, actions, self._stream, self.episode, self._episode_key, self.episode_return, autoreset,
         )
         info: Info = dict(step_info)
         info["episode_return"] = total
@@ -244,31 +288,36 @@ class BatchedEnv(ABC, Generic[StateT]):
         stream: Tensor,
         episode: Tensor,
         episode_key: Tensor,
-        elapsed: Tensor,
         episode_return: Tensor,
         autoreset: bool,
-    ) -> tuple[StateT, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, dict[str, Tensor], dict[str, Tensor]]:
+    ) -> tuple[StateT, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, dict[str, Tensor], dict[str, Tensor]]:
         """One step of every row and its bookkeeping, as one tensor program (what :meth:`compile` fuses).
 
         Returns ``(state, reward, terminated, truncated, episode_length, episode_return`` of the step,
-        then the counters to keep: ``elapsed, episode_return, episode, episode_key`` (with
-        ``autoreset``, those of finished rows already start their next episode), ``step_info, decision_info)``:
-        the ``_decision_info`` of the new state (finished rows: of their last state; :meth:`step` swaps in
-        their next episode's)."""
+        then the counters to keep: ``episode_return, episode, episode_key`` (with ``autoreset``, those of
+        finished rows already start their next episode), ``step_info, decision_info)``: the
+        ``_decision_info`` of the new state (finished rows: of their last state; :meth:`step` swaps in
+        their next episode's). The state's ``elapsed`` counts the step; finished rows keep their last state
+        until :meth:`step` writes their next episode's first one."""
+        elapsed = state.elapsed
         state, reward, terminated, step_info = self._transition(state, actions, rng.step_key(episode_key, elapsed))
-        decision_info = type(self)._decision_info(self, state)  # the method itself: traced into this program
         length = elapsed + 1
+        state = dataclasses.replace(state, elapsed=elapsed + 1)  # its own tensor: autoreset writes into it, not into length
+        decision_info = type(self)._decision_info(self, state)  # the method itself: traced into this program
         total = episode_return + reward
         truncated = (length >= self.max_episode_steps) & ~terminated
+        if "end_reason" in step_info:  # the engine, not the env, knows the time limit
+            step_info = {**step_info, "end_reason": torch.where(
+                truncated & (step_info["end_reason"] == 0), len(self.end_reasons) - 1, step_info["end_reason"]
+            )}  # fmt: skip
         if not autoreset:
-            return (state, reward, terminated, truncated, length, total, length.clone(), total.clone(), episode, episode_key,
+            return (state, reward, terminated, truncated, length, total, total.clone(), episode, episode_key,
                     step_info, decision_info)
         done = terminated | truncated
         episode = episode + done.to(episode.dtype)
         episode_key = torch.where(done, rng.episode_key(stream, episode), episode_key)
-        kept_elapsed = torch.where(done, 0, length)
         kept_return = torch.where(done, 0.0, total)
-        return (state, reward, terminated, truncated, length, total, kept_elapsed, kept_return, episode, episode_key,
+        return (state, reward, terminated, truncated, length, total, kept_return, episode, episode_key,
                 step_info, decision_info)
 
     def _fresh_rows(self, episode_key: Tensor) -> tuple[StateT, dict[str, Tensor]]:
@@ -299,7 +348,6 @@ class BatchedEnv(ABC, Generic[StateT]):
 
     def _begin_episodes(self, rows: Tensor) -> None:
         self._episode_key[rows] = rng.episode_key(self._stream[rows], self.episode[rows])
-        self.elapsed[rows] = 0
         self.episode_return[rows] = 0.0
         self._needs_reset[rows] = False
         fresh, _ = self._fresh_rows(self._episode_key[rows])

@@ -3,15 +3,14 @@
 Each step of a batched env allocates its observations afresh (12.6 MB at N=1024 for a 64x64 image) and
 frees the previous ones. glibc's malloc serves blocks that big from ``mmap`` (above a threshold that it
 raises up to 32 MB as such blocks are freed) and gives freed memory at the top of its heap back to the
-OS; the pages that come back cost a page fault each when touched again. On the 2-core VM of
-BENCHMARKS.md that was 100-500 faults per Diagnose step at N=1024 (a fault costs about 4 us there: up
-to 2 ms of a 4 ms step), varying from process to process with where the blocks happened to land.
+OS; the pages that come back cost a page fault each when touched again (BENCHMARKS.md measures the cost).
 
 :func:`retain_freed_memory` tells glibc to serve every block from its heap and never to trim it, as
 jemalloc and tcmalloc (which PyTorch's CPU tuning guide recommends) do by design: a process keeps the
-peak of what it allocated. Every CPU :class:`~mmrl.core.batched_env.BatchedEnv` calls it; set the
-environment variable ``MMRL_RETAIN_FREED_MEMORY=0`` to leave malloc as it is. It does nothing on other
-C libraries (musl, macOS, Windows).
+peak of what it allocated. It changes malloc for the whole process, so the library never calls it on
+its own: the command lines (``mmrl.train``, ``mmrl.evaluate``) and the benchmarks do, and a program of
+yours that steps CPU envs may. The environment variable ``MMRL_RETAIN_FREED_MEMORY=0`` turns it into a
+no-op. It does nothing on other C libraries (musl, macOS, Windows).
 """
 
 from __future__ import annotations

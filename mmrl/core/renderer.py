@@ -107,3 +107,67 @@ class SpriteRenderer:
         if any(self._pad):
             image = F.pad(image, self._pad)
         return image
+
+
+#: memory units a block paste may move, widest first: bytes -> dtype
+_UNITS = ((16, torch.complex128), (8, torch.int64), (4, torch.int32), (2, torch.int16), (1, torch.uint8))
+
+
+class BlockPaster:
+    """Pastes blocks of pixels of one size (e.g. a 2x2-cell lesion) onto a batch of images, at positions chosen
+    from a fixed table, as whole units of up to 16 bytes per scattered element.
+
+    The unit is the widest that divides the image side, the block width and, after one common shift of the
+    images in their buffer, every position's column: so each block row is whole units and a paste is one
+    ``scatter_`` of ``3 * block_height * block_width / unit`` elements per block, whatever the image size (at
+    worst bytes). Images are written into a buffer (:meth:`new_images`) with one spare image past the batch:
+    rows told to ``skip`` paste there.
+
+    :param blocks: ``uint8[N, 3, h, w]``, block ``i`` is ``blocks[i]``.
+    :param image_size: side ``S`` of the square ``uint8[3, S, S]`` images.
+    :param corners: ``int64[P, 2]``, pixel ``(y, x)`` of the top-left corner of each position a block may go.
+    """
+
+    def __init__(self, blocks: Tensor, image_size: int, corners: Tensor):
+        if blocks.dtype != torch.uint8 or blocks.dim() != 4 or blocks.shape[1] != 3:
+            raise ValueError(f"blocks must be uint8[N, 3, h, w]; got {blocks.dtype} {tuple(blocks.shape)}")
+        height, width = blocks.shape[2:]
+        corners = corners.cpu().to(torch.int64)
+        if corners.dim() != 2 or corners.shape[1] != 2 or bool((corners < 0).any()):
+            raise ValueError(f"corners must be non-negative int64[P, 2] pixel (y, x); got {tuple(corners.shape)}")
+        if bool((corners[:, 0] + height > image_size).any() | (corners[:, 1] + width > image_size).any()):
+            raise ValueError(f"a {height}x{width} block at one of the corners does not fit in {image_size}px")
+        self.image_size, self.image_bytes = image_size, 3 * image_size * image_size
+        x = corners[:, 1]
+        self.unit, self.dtype = next(
+            (size, dtype) for size, dtype in _UNITS
+            if image_size % size == 0 and width % size == 0 and bool((x % size == x[0] % size).all())
+        )  # fmt: skip
+        unit = self.unit
+        self.shift = int(-x[0]) % unit  # bytes before the first image: puts every corner's column on a unit boundary
+        self._blocks = blocks.contiguous().view(self.dtype).reshape(blocks.shape[0], -1)
+        channel, y, step = torch.meshgrid(torch.arange(3), torch.arange(height), torch.arange(width // unit), indexing="ij")
+        row_start = channel.reshape(1, -1) * image_size * image_size + (corners[:, :1] + y.reshape(1, -1)) * image_size
+        #: int64[P, units]: where each unit of a block at each position goes, in units from the image's start
+        self._dst = (self.shift + row_start + corners[:, 1:]) // unit + step.reshape(1, -1)
+        self._dst, self._blocks = self._dst.to(blocks.device), self._blocks.to(blocks.device)
+
+    def new_images(self, batch: int) -> tuple[Tensor, Tensor]:
+        """``(buffer, images)``: a fresh buffer for :meth:`paste` and the ``uint8[batch, 3, S, S]`` images in it
+        (contiguous; fill them, e.g. with backgrounds, before pasting)."""
+        size = -(-((batch + 1) * self.image_bytes + self.shift) // self.unit) * self.unit
+        buffer = torch.empty(size, dtype=torch.uint8, device=self._blocks.device)
+        images = buffer[self.shift : self.shift + batch * self.image_bytes].view(batch, 3, self.image_size, self.image_size)
+        return buffer, images
+
+    def paste(self, buffer: Tensor, positions: Tensor, block_ids: Tensor, skip: Tensor | None = None) -> None:
+        """Paste block ``block_ids[b, m]`` at position ``positions[b, m]`` (indices into ``corners``) of image ``b``
+        of ``buffer`` (from :meth:`new_images`), in place; rows where ``skip`` is true paste nothing."""
+        batch, per_image = positions.shape
+        image = torch.arange(batch, device=positions.device)
+        if skip is not None:
+            image = torch.where(skip, batch, image)  # the spare image: no row-dependent mask in the scatter
+        corner = self._dst.index_select(0, positions.reshape(-1)).view(batch, per_image, self._dst.shape[1])
+        dst = (image * (self.image_bytes // self.unit))[:, None, None] + corner
+        src = self._blocks.index_select(0, block_ids.reshape(-1))
+        buffer.view(self.dtype).scatter_(0, dst.view(-1), src.view(-1))

@@ -74,3 +74,28 @@ def randint(u: Tensor, high: Tensor | int) -> Tensor:
     while high.dim() < u.dim():
         high = high.unsqueeze(-1)
     return torch.minimum((u * high.to(u.dtype)).to(torch.int64), high - 1).clamp_(min=0)
+
+
+class Block(int):
+    """A size in :class:`Draws` that always names a block of draws (a slice), even of one draw or none."""
+
+
+class Draws:
+    """Named, disjoint ranges of a row's uniform draws, laid out in the order they are given.
+
+    ``draws = Draws(click=1, purchase=1, slate=Block(k))``: ``u = uniform(key, draws.count)``, then
+    ``u[:, draws.click]`` is one draw per row (a size of 1 is a column index) and ``u[:, draws.slate]``
+    a block (a :class:`Block` size, or any size other than 1, is a slice). Naming the ranges keeps a
+    draw from being reused for two purposes, and adding one from shifting the others by hand.
+    """
+
+    def __init__(self, **sizes: int):
+        offset = 0
+        for name, size in sizes.items():
+            if size < 0:
+                raise ValueError(f"draw block {name!r} has a negative size: {size}")
+            # plain attributes (constants to torch.compile's tracer)
+            setattr(self, name, offset if size == 1 and not isinstance(size, Block) else slice(offset, offset + size))
+            offset += size
+        #: the number of draws a row takes
+        self.count = offset
