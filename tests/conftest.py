@@ -7,17 +7,24 @@ import pytest
 import torch
 
 import mmrl  # noqa: F401  (registers the env ids)
+from mmrl.testing import scripted_actions  # noqa: F401  (shared by test modules)
 
 torch.set_num_threads(1)
 
 ENV_IDS = sorted(mmrl.ENV_CLASSES)
 
 
-def scripted_actions(obs_text: np.ndarray, step: int, n: int) -> np.ndarray:
-    """Deterministic actions that depend on the observation, so diverging observations diverge actions."""
-    return ((obs_text.sum(axis=-1) + step) % n).astype(np.int64)
-
-
 @pytest.fixture(params=ENV_IDS)
 def env_id(request: pytest.FixtureRequest) -> str:
     return request.param
+
+
+def env_options(name: str) -> dict:
+    """The options of ``configs/env/<name>.yaml``: the env settings the CLI runs, for tests that build the env
+    themselves (so the settings are not copied into the tests)."""
+    from importlib.resources import files
+
+    import yaml
+
+    text = files("mmrl.configs").joinpath("env", f"{name}.yaml").read_text(encoding="utf-8")
+    return dict(yaml.safe_load(text).get("options") or {})
