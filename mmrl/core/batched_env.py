@@ -251,21 +251,20 @@ class BatchedEnv(ABC, Generic[StateT]):
     def compile(self, **options: Any) -> "BatchedEnv[StateT]":
         """Fuse this env's tensor programs with ``torch.compile``; returns ``self``.
 
-        The step (``_transition``, the engine's bookkeeping and ``_decision_info``, static shapes), the fresh rows of the
-        resets (``_initial_state`` and their ``_decision_info``, any number of rows) and the decision info of a
-        reset each become generated kernels (C++ on the CPU, Triton on CUDA) instead of dozens of
-        small torch ops (rendering stays an ``index_select`` of sprite strips, which a generated
-        gather does not beat): about 1.5x the
-        steps/s at N=1024 on a CPU (BENCHMARKS.md). Episodes are unchanged: the same seeds give
-        the same observations, rewards and infos. The first steps pay the compilation (tens of
-        seconds on 2 cores), so use it for long runs with many instances. The compiler leaves many
-        long-lived Python objects behind; a long-running program should call ``gc.collect(); gc.freeze()``
-        once the first steps have run, or full garbage-collector passes over them stall steps for 10+ ms
-        (``python -m mmrl.train env.compile=true`` does so after its first rollout).
-        ``options`` go to ``torch.compile`` (e.g. ``mode="max-autotune"``). On the CPU, Inductor's options
-        default to ``{"cpp.simdlen": 1}`` (scalar C++): these programs are integer hashing and indexing, which
-        ran 3-15% faster per env step unvectorized on the AVX2 machine of BENCHMARKS.md; pass
-        ``options={"cpp.simdlen": None}`` to let Inductor vectorize (or ``mode=...``, which leaves its options alone)."""
+        The step (``_transition``, the engine's bookkeeping and ``_decision_info``, static shapes), the fresh rows of
+        the resets (``_initial_state`` and their ``_decision_info``, any number of rows) and the decision info of a
+        reset each become generated kernels (C++ on the CPU, Triton on CUDA) instead of dozens of small torch ops;
+        rendering stays an ``index_select`` of sprite strips, which a generated gather does not beat. Episodes are
+        unchanged: the same seeds give the same observations, rewards and infos (BENCHMARKS.md has the speed-up).
+        The first steps pay the compilation (tens of seconds on 2 cores), so use it for long runs with many
+        instances. The compiler leaves many long-lived Python objects behind; a long-running program should call
+        ``gc.collect(); gc.freeze()`` once the first steps have run, or full garbage-collector passes over them
+        stall steps (``python -m mmrl.train env.compile=true`` does so after its first rollout).
+
+        ``options`` go to ``torch.compile`` (e.g. ``mode="max-autotune"``). On the CPU, Inductor's options default
+        to ``{"cpp.simdlen": 1}`` (scalar C++): these programs are integer hashing and indexing, and AVX2 has no
+        vector int64 multiply, so vectorized code is no faster; pass ``options={"cpp.simdlen": None}`` to let
+        Inductor vectorize (or ``mode=...``, which leaves its options alone)."""
         if self.compiled:
             return self
         options = self._compile_options(options)

@@ -4,8 +4,8 @@ An image is a ``rows x cols`` grid of square sprites. Rendering a batch is a sin
 ``index_select`` of sprite *row strips*: the output image, viewed as rows of ``T`` pixels, is
 gathered strip by strip from the atlas, so the gather writes the final layout directly and no
 permuted copy follows. When the sprite width is a multiple of 8, a strip is moved as ``T / 8``
-int64 words. (FACTS.md: naive per-pixel advanced indexing runs ~40x slower than a copy; here the
-gather runs within ~3x of a plain copy of the image bytes, see BENCHMARKS.md.)
+int64 words: per-pixel advanced indexing (``atlas[grid]``) moves one byte per index and is many times
+slower than this, which moves a whole sprite row per index (BENCHMARKS.md compares it with a plain copy).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class SpriteRenderer:
         self._word = 8 if tile % 8 == 0 else 1
         words = self.atlas.view(torch.int64) if self._word == 8 else self.atlas
         self._strips = words.reshape(-1, tile // self._word)  # [S * 3 * T, T / w]: one sprite row each
-        if self._strips.shape[1] == 1:  # one word per strip: a 1-D gather is several times faster
+        if self._strips.shape[1] == 1:  # one word per strip: a 1-D gather has no inner loop
             self._strips = self._strips.view(-1)
         # For each output strip, in output order (channel, grid row, row in sprite, grid column):
         # which grid cell it comes from, and its strip offset within that cell's sprite.
