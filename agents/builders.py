@@ -3,6 +3,8 @@
 ``build_algorithm("ppo", env, extractor_kwargs={"fusion": "film"}, algo_kwargs={"n_steps": 64}, seed=0, device="cpu")``
 gives a ``PPO("MultiInputPolicy", env, ...)`` whose policy uses :class:`mmrl.MultimodalExtractor`. Names map to
 classes in :data:`ALGORITHMS`; ``recurrent_ppo`` comes from sb3-contrib, imported only when asked for.
+``device_resident=True`` picks the variant of :data:`DEVICE_RESIDENT` instead (FastPPO, FastDQN): the same
+algorithm with its buffers on the device, trained on ``mmrl.make_vec(..., as_tensors=True)``.
 Hyper-parameters are checked against the constructor's signature first, so a misspelt one fails with the list
 of valid names before any env or network is built.
 """
@@ -29,8 +31,11 @@ ALGORITHMS: dict[str, tuple[str, str, str, str]] = {
     "a2c": ("stable_baselines3", "A2C", "MultiInputPolicy", "stable-baselines3"),
     "dqn": ("stable_baselines3", "DQN", "MultiInputPolicy", "stable-baselines3"),
     "recurrent_ppo": ("sb3_contrib", "RecurrentPPO", "MultiInputLstmPolicy", "sb3-contrib"),
-    "ppo_fast": ("mmrl.agents.fast", "FastPPO", "MultiInputPolicy", "mmrl"),
-    "dqn_fast": ("mmrl.agents.fast", "FastDQN", "MultiInputPolicy", "mmrl"),
+}
+#: algorithm name -> (module, class) of its device-resident variant (``algo.device_resident=true``)
+DEVICE_RESIDENT: dict[str, tuple[str, str]] = {
+    "ppo": ("mmrl.agents.fast", "FastPPO"),
+    "dqn": ("mmrl.agents.fast", "FastDQN"),
 }
 
 #: constructor arguments set by :func:`build_algorithm` itself, not accepted among the hyper-parameters
@@ -42,19 +47,22 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 }  # fmt: skip
 
 
-#: algorithms whose buffers live on the device and read the env's tensors (``mmrl.make_vec(as_tensors=True)``)
-TENSOR_ENV_ALGORITHMS = frozenset({"ppo_fast", "dqn_fast"})
+def algorithm_class(name: str, device_resident: bool = False) -> type[BaseAlgorithm]:
+    """The SB3 class for ``name`` (``ppo``, ``a2c``, ``dqn``, ``recurrent_ppo``), or its device-resident variant.
 
-
-def algorithm_class(name: str) -> type[BaseAlgorithm]:
-    """The SB3 class for ``name`` (``ppo``, ``a2c``, ``dqn``, ``recurrent_ppo``).
-
-    :raises ValueError: for an unknown name (the message lists the valid ones).
+    :raises ValueError: for an unknown name (the message lists the valid ones), or ``device_resident`` for an
+        algorithm without such a variant.
     :raises ImportError: when the package providing it (sb3-contrib for ``recurrent_ppo``) is not installed.
     """
     if name not in ALGORITHMS:
         raise ValueError(f"unknown algorithm {name!r}; valid choices: {sorted(ALGORITHMS)}")
     module, cls, _, package = ALGORITHMS[name]
+    if device_resident:
+        if name not in DEVICE_RESIDENT:
+            raise ValueError(
+                f"algo.device_resident=true: {name!r} has no device-resident variant; it exists for {sorted(DEVICE_RESIDENT)}"
+            )
+        module, cls = DEVICE_RESIDENT[name]
     try:
         return getattr(importlib.import_module(module), cls)
     except ImportError as error:
@@ -68,12 +76,12 @@ def is_off_policy(name: str) -> bool:
     return issubclass(algorithm_class(name), OffPolicyAlgorithm)
 
 
-def check_algo_kwargs(name: str, algo_kwargs: Mapping[str, Any]) -> None:
+def check_algo_kwargs(name: str, algo_kwargs: Mapping[str, Any], device_resident: bool = False) -> None:
     """Fail fast on a hyper-parameter the constructor of ``name`` does not take.
 
     :raises ValueError: naming the bad keys and listing the valid ones.
     """
-    cls = algorithm_class(name)
+    cls = algorithm_class(name, device_resident)
     valid = sorted(p for p in inspect.signature(cls.__init__).parameters if p not in ("self", *RESERVED))
     reserved = sorted(k for k in algo_kwargs if k in RESERVED)
     if reserved:
@@ -105,16 +113,19 @@ def build_algorithm(
     device: str | torch.device,
     policy_kwargs: Mapping[str, Any] | None = None,
     verbose: int = 0,
+    device_resident: bool = False,
 ) -> BaseAlgorithm:
     """A new SB3 model for ``env`` whose policy reads observations through :class:`~mmrl.MultimodalExtractor`.
 
     :param algo_name: a key of :data:`ALGORITHMS`.
+    :param env: a VecEnv; with ``device_resident``, ``mmrl.make_vec(..., as_tensors=True)``.
     :param extractor_kwargs: keyword arguments of :class:`~mmrl.MultimodalExtractor` (``fusion``, ``features_dim`` ...).
     :param algo_kwargs: the constructor's hyper-parameters (``n_steps``, ``learning_rate`` ...).
     :param policy_kwargs: other policy arguments (``net_arch``, ``activation_fn`` by name ...).
+    :param device_resident: build the variant of :data:`DEVICE_RESIDENT` (buffers on the device).
     """
-    check_algo_kwargs(algo_name, algo_kwargs)
-    cls = algorithm_class(algo_name)
+    check_algo_kwargs(algo_name, algo_kwargs, device_resident)
+    cls = algorithm_class(algo_name, device_resident)
     policy = ALGORITHMS[algo_name][2]
     return cls(
         policy, env, seed=seed, device=device, verbose=verbose,
@@ -122,6 +133,8 @@ def build_algorithm(
     )  # fmt: skip
 
 
-def load_algorithm(algo_name: str, path: str | Path, env: VecEnv | None, device: str | torch.device) -> BaseAlgorithm:
+def load_algorithm(
+    algo_name: str, path: str | Path, env: VecEnv | None, device: str | torch.device, device_resident: bool = False
+) -> BaseAlgorithm:
     """A model saved by ``model.save`` (``.zip``), attached to ``env``."""
-    return algorithm_class(algo_name).load(path, env=env, device=device)
+    return algorithm_class(algo_name, device_resident).load(path, env=env, device=device)

@@ -43,10 +43,10 @@ from stable_baselines3.common.vec_env import VecEnv
 from torch import Tensor
 
 from mmrl.core.batched_env import Info, Observation
-from mmrl.rollouts import DeviceDictReplayBuffer, DeviceDictRolloutBuffer, EpisodeStats, tensor_batched_env, to_device
+from mmrl.rollouts import DeviceDictReplayBuffer, DeviceDictRolloutBuffer, FinishedEpisodes, tensor_batched_env, to_device
 
 #: attributes that hold device tensors or per-process state; not written into the saved zip
-_NOT_SAVED = ["_episode_stats", "_last_obs", "_last_episode_starts", "_last_original_obs"]
+_NOT_SAVED = ["_finished_episodes", "_last_obs", "_last_episode_starts", "_last_original_obs"]
 
 
 def _buffer_class(given: type | None, default: type, stock: type, algorithm: str) -> type:
@@ -81,7 +81,7 @@ class FastPPO(PPO):
             self.rollout_buffer_class, DeviceDictRolloutBuffer, DictRolloutBuffer, type(self).__name__
         )
         super()._setup_model()
-        self._episode_stats = EpisodeStats(self._stats_window_size)
+        self._finished_episodes = FinishedEpisodes(self._stats_window_size)
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), *_NOT_SAVED]
@@ -114,9 +114,9 @@ class FastPPO(PPO):
 
             callback.update_locals(locals())
             if not callback.on_step():
-                self._episode_stats.flush(self.ep_info_buffer)
+                self._finished_episodes.flush(self.ep_info_buffer)
                 return False
-            self._episode_stats.record(infos)
+            self._finished_episodes.record(infos)
             n_steps += 1
 
             rewards = self._bootstrap_time_limits(rewards, truncated, infos)
@@ -128,7 +128,7 @@ class FastPPO(PPO):
         with torch.no_grad():
             values = self.policy.predict_values(obs)
         rollout_buffer.compute_returns_and_advantage(last_values=values, dones=episode_starts)
-        self._episode_stats.flush(self.ep_info_buffer)
+        self._finished_episodes.flush(self.ep_info_buffer)
         callback.update_locals(locals())
         callback.on_rollout_end()
         return True
@@ -164,7 +164,7 @@ class FastDQN(DQN):
             self.replay_buffer_class, DeviceDictReplayBuffer, DictReplayBuffer, type(self).__name__
         )
         super()._setup_model()
-        self._episode_stats = EpisodeStats(self._stats_window_size)
+        self._finished_episodes = FinishedEpisodes(self._stats_window_size)
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), *_NOT_SAVED]
@@ -208,9 +208,9 @@ class FastDQN(DQN):
 
             callback.update_locals(locals())
             if not callback.on_step():
-                self._episode_stats.flush(self.ep_info_buffer)
+                self._finished_episodes.flush(self.ep_info_buffer)
                 return RolloutReturn(num_collected_steps * env.num_envs, num_collected_episodes, continue_training=False)
-            finished = self._episode_stats.record(infos)
+            finished = self._finished_episodes.record(infos)
 
             # truncated is already false where terminated: it is SB3's TimeLimit.truncated
             next_obs = _with_final_observations(new_obs, infos)
@@ -223,9 +223,9 @@ class FastDQN(DQN):
                 num_collected_episodes += finished
                 before, self._episode_num = self._episode_num, self._episode_num + finished
                 if log_interval is not None and self._episode_num // log_interval > before // log_interval:
-                    self._episode_stats.flush(self.ep_info_buffer)
+                    self._finished_episodes.flush(self.ep_info_buffer)
                     self.dump_logs()
-        self._episode_stats.flush(self.ep_info_buffer)
+        self._finished_episodes.flush(self.ep_info_buffer)
         callback.on_rollout_end()
         return RolloutReturn(num_collected_steps * env.num_envs, num_collected_episodes, continue_training)
 

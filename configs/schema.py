@@ -44,6 +44,10 @@ class AlgoConfig:
     its signature before anything is built."""
     policy_kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra ``policy_kwargs`` (``net_arch``, ``activation_fn`` ...); the features extractor is set from ``extractor``."""
+    device_resident: bool = False
+    """Train mmrl's device-resident variant (``ppo``: FastPPO, ``dqn``: FastDQN, :mod:`mmrl.agents.fast`): its
+    rollout or replay buffer lives on the policy's device and is filled from the env's tensors. Same losses,
+    same ``save()`` format; other algorithms have no such variant."""
 
 
 @dataclass
@@ -81,8 +85,10 @@ class TrainConfig:
     """Training env instances, simulated as one batch."""
     device: str = "auto"
     """``auto`` (CUDA when available), ``cpu`` or ``cuda``; used by the model and the env simulator."""
-    total_timesteps: int = 100_000
-    """Env steps (summed over instances) at which the run ends; a resumed run ends there too."""
+    total_timesteps: int = 150_000
+    """Env steps (summed over instances) at which the run ends; a resumed run ends there too. The default is a
+    budget a CPU gets through in minutes, in which the default recipe learns most of the easy Recommend task
+    (an ``experiment=`` config sets the budget of its learning claim)."""
     threads: int = 1
     """``torch.set_num_threads``; 1 is fastest for small networks on few cores."""
     run_dir: str = "runs/${env.name}-${algo.name}-${seed}-${now:%Y%m%d-%H%M%S}"
@@ -91,7 +97,7 @@ class TrainConfig:
     """Env steps between checkpoints (taken at the next rollout boundary); 0 disables them."""
     keep_checkpoints: int = 3
     """How many of the latest checkpoints to keep."""
-    eval_every: int = 20_000
+    eval_every: int = 25_000
     """Env steps between evaluations (0: only the final one)."""
     eval_episodes: int = 256
     """Episodes per evaluation, run as one batch of that many instances."""

@@ -7,15 +7,14 @@ A checkpoint taken at ``N`` env steps is up to three files in ``<run_dir>/checkp
 - ``step_<N>.replay.pkl``: the replay buffer (off-policy algorithms only);
 - ``step_<N>.zip``: the SB3 model (``model.save``: parameters, optimiser state, ``num_timesteps``, schedules).
 
-Each file is written to a temporary file in the same folder and moved into place with :func:`os.replace`, the
-model last, so a ``.zip`` that exists is complete unless something outside damaged it. Loading walks the
-checkpoints newest first and skips (with a warning naming the file) any that fails to load.
+Each file is written atomically (:func:`mmrl.runs.atomic_write`), the model last, so a ``.zip`` that exists is
+complete unless something outside damaged it. Loading walks the checkpoints newest first and skips (with a
+warning naming the file) any that fails to load.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import pickle
 import random
 import re
@@ -23,36 +22,19 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
+from mmrl.runs import atomic_write
+
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
 _NAME = re.compile(r"^step_(\d+)\.zip$")
-
-
-def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
-    """Write ``path`` through ``write(file)`` into a temporary file beside it, then rename it into place.
-
-    A reader sees the old file or the complete new one, never a partial one (same-folder :func:`os.replace`)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
 
 
 def save_model(model: BaseAlgorithm, path: str | Path) -> Path:

@@ -24,10 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-SUMMARY_FILE = "summary.json"
-CONFIG_FILE = "config.yaml"
+from mmrl.runs import CONFIG_FILE, SUMMARY_FILE, load_run_config
 
 
 @dataclass(frozen=True)
@@ -63,13 +60,14 @@ def load_run(summary_path: Path) -> RunResult:
     config_path = summary_path.with_name(CONFIG_FILE)
     if not config_path.is_file():
         raise ValueError(f"{summary_path}: no {CONFIG_FILE} beside it (is this an mmrl.train run directory?)")
-    config = yaml.safe_load(config_path.read_text())
+    config = load_run_config(summary_path.parent, required=())
     for key in ("env", "seed", "final_return", "random_return", "total_timesteps"):
         if key not in summary:
             raise ValueError(f"{summary_path}: missing key {key!r}")
     extractor = config.get("extractor", {})
     options = json.dumps(config.get("env", {}).get("options", {}), sort_keys=True)
-    algo = config.get("algo", {}).get("name", summary.get("algo", "?"))
+    algo_config = config.get("algo", {})
+    algo = algo_config.get("name", summary.get("algo", "?")) + (" (device-resident)" if algo_config.get("device_resident") else "")
     return RunResult(
         env=summary["env"],
         setup=f"{algo}, {summary['total_timesteps']:,} steps, options {options}",

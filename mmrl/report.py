@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from mmrl.metrics import task_labels
+from mmrl.runs import atomic_write, atomic_write_text
 
 #: x and y columns of SB3's ``progress.csv`` drawn as learning curves, with their legend labels
 CURVE_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -36,15 +37,6 @@ class Curve:
     x: np.ndarray
     y: np.ndarray
     source: str
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace`` (no half-written file)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
 
 
 def _read_progress_csv(path: Path) -> list[Curve]:
@@ -129,12 +121,10 @@ def plot_learning_curves(
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8, loc="best")
     figure.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
-    figure.savefig(tmp, format="png", metadata={"Software": None})
-    plt.close(figure)
-    os.replace(tmp, path)
-    return path
+    try:
+        return atomic_write(path, lambda file: figure.savefig(file, format="png", metadata={"Software": None}))
+    finally:
+        plt.close(figure)
 
 
 # ---------------------------------------------------------------------------------------------- HTML

@@ -5,6 +5,8 @@ Usage::
     python -m mmrl.train                                   # PPO + FiLM extractor on Recommend, CPU, minutes
     python -m mmrl.train algo=dqn extractor=concat n_envs=64 seed=3 total_timesteps=300000
     python -m mmrl.train env.options.slate_size=6 extractor.features_dim=256 algo.hyperparams.learning_rate=1e-3
+    python -m mmrl.train algo.device_resident=true n_envs=256   # FastPPO: buffers on the env's device
+    python -m mmrl.train experiment=navigate               # a learning setup of configs/experiment/
     python -m mmrl.train resume=runs/<run-dir>              # continue a killed run from its last good checkpoint
     python -m mmrl.train --multirun seed=0,1 extractor=concat,film
     python -m mmrl.train --cfg job                         # print the composed config and exit
@@ -13,8 +15,10 @@ The run directory (``run_dir``) gets ``config.yaml`` (the resolved config), ``ch
 the last ``keep_checkpoints`` kept), ``progress.csv`` and ``tb/`` (TensorBoard), ``evaluations.csv``,
 ``best_model.zip``, ``final_model.zip`` and ``summary.json``; Hydra's log goes to ``train.log``.
 
-This module is the only place where the config becomes constructor arguments, and the only library module
-that imports Hydra.
+Hydra and OmegaConf are used by the entry point only (:func:`main`, :func:`compose_config`, :func:`to_train_config`):
+they turn the command line into a :class:`~mmrl.configs.schema.TrainConfig` once, and everything after that
+(:func:`train` and what it calls) takes plain values. This module is the one place where that config becomes
+constructor arguments.
 """
 
 from __future__ import annotations
@@ -22,154 +26,124 @@ from __future__ import annotations
 import csv
 import dataclasses
 import gc
-import json
+import io
 import logging
 import math
-import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import hydra
 import numpy as np
 import torch
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.logger import CSVOutputFormat, KVWriter, Logger, TensorBoardOutputFormat
 
 import mmrl
-from mmrl.configs.schema import AlgoConfig, EnvConfig, ExtractorConfig, TrainConfig, register_configs
 from mmrl.agents import builders
-from mmrl.agents.reference import RandomPolicy, make_reference_policy
+from mmrl.agents.model_policy import ModelPolicy
+from mmrl.agents.reference import make_reference_policy
 from mmrl.checkpoints import CHECKPOINT_DIR, load_latest_checkpoint, save_checkpoint, save_model
-from mmrl.core.batched_env import BatchedEnv, Info, Observation
+from mmrl.configs.schema import AlgoConfig, EnvConfig, ExtractorConfig, TrainConfig
+from mmrl.core.batched_env import BatchedEnv
+from mmrl.core.memory import retain_freed_memory
 from mmrl.episodes import run_episodes
+from mmrl.runs import (
+    CONFIG_FILE, SUMMARY_FILE, RunDirError, atomic_write_json, atomic_write_text, atomic_write_yaml,
+    check_run_dir_name, load_run_config, resolve_device, unique_run_dir,
+)  # fmt: skip
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 log = logging.getLogger("mmrl.train")
 
-CONFIG_FILE = "config.yaml"
-SUMMARY_FILE = "summary.json"
 #: command-line keys that still apply when resuming (the rest comes from the run's saved config)
 RESUME_OVERRIDABLE = ("resume", "progress", "threads")
-
-
-# ----------------------------------------------------------------------------- config -> arguments
-def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when available, else ``cpu``; ``cuda`` without CUDA is an error."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda'; got {device!r}")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} was asked for but CUDA is not available; use device=cpu or auto")
-    return device
-
-
-def container(node: Any) -> Any:
-    """A config node as plain Python containers (lists, dicts), interpolations resolved."""
-    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
-
-
-def extractor_kwargs(cfg: DictConfig) -> dict[str, Any]:
-    """Keyword arguments of :class:`mmrl.MultimodalExtractor` from ``cfg.extractor`` (``None`` means its default)."""
-    kwargs = {k: v for k, v in container(cfg.extractor).items() if v is not None}
-    for key in ("modalities", "image_channels", "extra_keys"):
-        if key in kwargs:
-            kwargs[key] = tuple(kwargs[key])
-    return kwargs
 
 
 class ConfigError(ValueError):
     """A config that cannot run; reported as one line, without a traceback."""
 
 
-def check_config(cfg: DictConfig) -> None:
-    """Checks done before anything is built: keys added with ``+key=`` against the schema, ranges, names.
+# ----------------------------------------------------------------------------- config -> arguments
+def extractor_kwargs(config: TrainConfig) -> dict[str, Any]:
+    """Keyword arguments of :class:`mmrl.MultimodalExtractor` from ``config.extractor`` (``None`` means its default)."""
+    kwargs = {k: v for k, v in dataclasses.asdict(config.extractor).items() if v is not None}
+    for key in ("modalities", "image_channels", "extra_keys"):
+        if key in kwargs:
+            kwargs[key] = tuple(kwargs[key])
+    return kwargs
+
+
+def check_config(config: TrainConfig) -> None:
+    """Checks done before anything is built: ranges, the env id, the algorithm and its hyper-parameters, the device.
 
     :raises ConfigError: naming the bad key or value (and the valid choices where there is a list)."""
     try:
-        _check_config(cfg)
+        positive = ("n_envs", "total_timesteps", "threads", "eval_episodes", "keep_checkpoints", "log_interval")
+        bad = [f"{k}={getattr(config, k)}" for k in positive if getattr(config, k) < 1]
+        bad += [f"{k}={getattr(config, k)}" for k in ("checkpoint_every", "eval_every") if getattr(config, k) < 0]
+        if bad:
+            raise ValueError(f"these must be positive (checkpoint_every, eval_every: >= 0): {', '.join(bad)}")
+        if config.env.id not in mmrl.ENV_CLASSES:
+            raise ValueError(f"unknown env id {config.env.id!r}; registered: {sorted(mmrl.ENV_CLASSES)}")
+        builders.check_algo_kwargs(config.algo.name, config.algo.hyperparams, config.algo.device_resident)
+        resolve_device(config.device)
     except (ValueError, ImportError, KeyError) as error:
         raise ConfigError(str(error)) from error
 
 
-def _check_config(cfg: DictConfig) -> None:
-    # Hydra lets +key=... add keys a schema does not have; refuse them (env.options and algo.* dicts are open).
-    for node, schema in ((cfg, TrainConfig), (cfg.env, EnvConfig), (cfg.algo, AlgoConfig), (cfg.extractor, ExtractorConfig)):
-        valid = [f.name for f in dataclasses.fields(schema)]
-        unknown = [k for k in node if k not in valid]
-        if unknown:
-            raise ValueError(f"Key {unknown[0]!r} not in {schema.__name__!r}; valid keys: {valid}")
-    positive = ("n_envs", "total_timesteps", "threads", "eval_episodes", "keep_checkpoints", "log_interval")
-    bad = [f"{k}={cfg[k]}" for k in positive if cfg[k] < 1]
-    bad += [f"{k}={cfg[k]}" for k in ("checkpoint_every", "eval_every") if cfg[k] < 0]
-    if bad:
-        raise ValueError(f"these must be positive (checkpoint_every, eval_every: >= 0): {', '.join(bad)}")
-    if cfg.env.id not in mmrl.ENV_CLASSES:
-        raise ValueError(f"unknown env id {cfg.env.id!r}; registered: {sorted(mmrl.ENV_CLASSES)}")
-    builders.check_algo_kwargs(cfg.algo.name, container(cfg.algo.hyperparams))
-    resolve_device(cfg.device)
-
-
-def make_train_env(cfg: DictConfig, device: str) -> Any:
-    """The SB3 VecEnv of ``n_envs`` instances (instance ``i`` seeded ``seed + i`` at the first reset)."""
+def make_train_env(config: TrainConfig, device: str) -> Any:
+    """The SB3 VecEnv of ``n_envs`` instances (instance ``i`` seeded ``seed + i`` at the first reset); its tensor
+    face for a device-resident agent."""
     return mmrl.make_vec(
-        cfg.env.id,
-        num_envs=cfg.n_envs,
+        config.env.id,
+        num_envs=config.n_envs,
         device=device,
-        seed=cfg.seed,
-        as_tensors=cfg.algo.name in builders.TENSOR_ENV_ALGORITHMS,
-        compile=bool(cfg.env.get("compile", False)),
-        **container(cfg.env.options),
+        seed=config.seed,
+        as_tensors=config.algo.device_resident,
+        compile=config.env.compile,
+        **config.env.options,
     )
 
 
-def make_eval_env(cfg: DictConfig, device: str) -> BatchedEnv:
+def make_eval_env(config: TrainConfig, device: str) -> BatchedEnv:
     """One batched env of ``eval_episodes`` instances: an evaluation is one episode in each."""
-    return mmrl.make_batched(cfg.env.id, num_envs=cfg.eval_episodes, device=device, **container(cfg.env.options))
+    return mmrl.make_batched(config.env.id, num_envs=config.eval_episodes, device=device, **config.env.options)
+
+
+def build_model(config: TrainConfig, env: Any, device: str) -> BaseAlgorithm:
+    """A new model of ``config.algo`` on ``env`` (from :func:`make_train_env`), with the configured extractor."""
+    return builders.build_algorithm(
+        config.algo.name, env, extractor_kwargs(config), config.algo.hyperparams, config.seed, device,
+        policy_kwargs=config.algo.policy_kwargs, device_resident=config.algo.device_resident,
+    )  # fmt: skip
+
+
+def load_model(config: TrainConfig, path: Path, env: Any, device: str) -> BaseAlgorithm:
+    """The model of ``config.algo`` saved at ``path``, attached to ``env``."""
+    return builders.load_algorithm(config.algo.name, path, env, device, config.algo.device_resident)
 
 
 # ----------------------------------------------------------------------------- evaluation
-class ModelActor:
-    """``act``/``update`` for :func:`~mmrl.episodes.run_episodes` from an SB3 model (greedy actions).
-
-    Recurrent policies get their hidden state carried between steps and reset where an episode ends."""
-
-    def __init__(self, model: BaseAlgorithm, num_envs: int):
-        self.model = model
-        self.state: Any = None
-        self.episode_start = np.ones(num_envs, dtype=bool)
-
-    def act(self, obs: Observation, info: Info) -> torch.Tensor:
-        host = {k: v.cpu().numpy() for k, v in obs.items()}
-        actions, self.state = self.model.predict(host, state=self.state, episode_start=self.episode_start, deterministic=True)
-        self.episode_start[:] = False
-        return torch.as_tensor(actions, dtype=torch.int64)
-
-    def update(self, info: Info, done: torch.Tensor) -> None:
-        self.episode_start = done.cpu().numpy().copy()
-
-
-def evaluate(model: BaseAlgorithm, env: BatchedEnv, seed: int) -> tuple[float, float]:
-    """Mean and standard deviation of the return of one greedy episode per instance of ``env``."""
-    actor = ModelActor(model, env.num_envs)
-    stats = run_episodes(env, actor.act, seed=seed, update=actor.update)
-    return stats.mean_return, float(stats.returns.std())
+def evaluation_returns(model: BaseAlgorithm, env: BatchedEnv, seed: int) -> np.ndarray:
+    """Returns of one greedy episode of ``model`` per instance of ``env`` (instance ``i`` seeded ``seed + i``)."""
+    policy = ModelPolicy(model, env, deterministic=True)
+    return run_episodes(env, policy.act, seed=seed, update=policy.update).returns
 
 
 def reference_returns(env: BatchedEnv, seed: int) -> dict[str, float]:
-    """Mean returns of the random policy (and the oracle where the env supports it) on the evaluation episodes."""
-    random_policy = RandomPolicy(env, seed)
-    out = {"random": run_episodes(env, random_policy.act, seed=seed).mean_return}
+    """Mean returns of the random policy (and the oracle where the env has one) on the evaluation episodes."""
+    random_policy = make_reference_policy("random", env, seed=seed)
+    out = {"random": run_episodes(env, random_policy.act, seed=seed, update=random_policy.update).mean_return}
     try:
         oracle = make_reference_policy("oracle", env)
-        out["oracle"] = run_episodes(env, oracle.act, seed=seed, update=oracle.update).mean_return
-    except KeyError:
-        pass
+    except KeyError:  # an env without an oracle
+        return out
+    out["oracle"] = run_episodes(env, oracle.act, seed=seed, update=oracle.update).mean_return
     return out
 
 
@@ -178,51 +152,72 @@ class RunCallback(BaseCallback):
     """Evaluates every ``eval_every`` steps (keeping ``best_model.zip``) and checkpoints every ``checkpoint_every``.
 
     Both happen at the start of a rollout, when the steps collected so far have all been trained on, so a
-    checkpoint is a consistent point to resume from."""
+    checkpoint is a consistent point to resume from.
 
-    def __init__(self, cfg: DictConfig, run_dir: Path, eval_env: BatchedEnv, state: dict[str, Any]):
+    :param run_dir: where ``evaluations.csv``, ``best_model.zip`` and ``checkpoints/`` go.
+    :param eval_env: the batched env of the evaluation episodes (one per instance).
+    :param state: the trainer's state (best evaluation, evaluations so far), checkpointed with the model.
+    :param eval_every: env steps between evaluations (0: only those asked for by :meth:`record_evaluation`).
+    :param checkpoint_every: env steps between checkpoints (0: only those asked for by :meth:`checkpoint`).
+    :param keep_checkpoints: how many of the latest checkpoints to keep.
+    :param eval_seed: evaluation episode ``i`` is seeded ``eval_seed + i``.
+    :param compiled_env: the training env is compiled (see :meth:`_on_rollout_end`).
+    """
+
+    def __init__(
+        self, run_dir: Path, eval_env: BatchedEnv, state: dict[str, Any], *, eval_every: int, checkpoint_every: int,
+        keep_checkpoints: int, eval_seed: int, compiled_env: bool = False,
+    ):  # fmt: skip
         super().__init__()
-        self.cfg = cfg
         self.run_dir = run_dir
         self.eval_env = eval_env
-        self.state = state  # best, evaluations, wall_time: checkpointed with the model
+        self.state = state
+        self.eval_every = eval_every
+        self.checkpoint_every = checkpoint_every
+        self.keep_checkpoints = keep_checkpoints
+        self.eval_seed = eval_seed
+        self.compiled_env = compiled_env
+        self.gc_frozen = False
 
     def _next(self, every: int, last: int) -> int:
         return math.inf if every <= 0 else (last // every + 1) * every  # type: ignore[return-value]
 
     def _on_training_start(self) -> None:
-        self.next_eval = self._next(self.cfg.eval_every, self.state.get("last_eval_step", 0))
-        self.next_checkpoint = self._next(self.cfg.checkpoint_every, self.num_timesteps)
+        self.next_eval = self._next(self.eval_every, self.state.get("last_eval_step", 0))
+        self.next_checkpoint = self._next(self.checkpoint_every, self.num_timesteps)
 
     def _on_rollout_start(self) -> None:
         if self.num_timesteps >= self.next_eval:
-            self.evaluate()
-            self.next_eval = self._next(self.cfg.eval_every, self.num_timesteps)
+            self.record_evaluation()
+            self.next_eval = self._next(self.eval_every, self.num_timesteps)
         if self.num_timesteps >= self.next_checkpoint:
             self.checkpoint()
-            self.next_checkpoint = self._next(self.cfg.checkpoint_every, self.num_timesteps)
+            self.next_checkpoint = self._next(self.checkpoint_every, self.num_timesteps)
 
     def _on_step(self) -> bool:
         return True
 
     def _on_rollout_end(self) -> None:
-        # A compiled env leaves ~1e6 long-lived compiler objects behind; full GC passes over them stall steps
-        # for 10+ ms. Once the first rollout has compiled everything, move them out of the collector's way.
-        if self.cfg.env.get("compile", False) and not getattr(self, "gc_frozen", False):
+        # A compiled env leaves a great many long-lived compiler objects behind, and every full pass of the garbage
+        # collector walks them all, stalling a step. Once the first rollout has compiled everything, freeze them:
+        # they move out of the collector's way for the rest of the run.
+        if self.compiled_env and not self.gc_frozen:
             gc.collect()
             gc.freeze()
             self.gc_frozen = True
 
-    def evaluate(self) -> float:
+    def record_evaluation(self) -> float:
         """Evaluate the current policy, log it, keep it as ``best_model.zip`` if it is the best so far."""
-        mean, std = evaluate(self.model, self.eval_env, self.cfg.eval_seed)
+        returns = evaluation_returns(self.model, self.eval_env, self.eval_seed)
+        mean, std = float(returns.mean()), float(returns.std())
         step = self.num_timesteps
         self.state["last_eval_step"] = step
         self.state.setdefault("evaluations", []).append({"step": step, "mean_return": mean, "std_return": std})
-        with open(self.run_dir / "evaluations.csv", "w", newline="") as file:
-            writer = csv.DictWriter(file, fieldnames=["step", "mean_return", "std_return"])
-            writer.writeheader()
-            writer.writerows(self.state["evaluations"])
+        table = io.StringIO(newline="")
+        writer = csv.DictWriter(table, fieldnames=["step", "mean_return", "std_return"])
+        writer.writeheader()
+        writer.writerows(self.state["evaluations"])
+        atomic_write_text(self.run_dir / "evaluations.csv", table.getvalue())
         best = self.state.get("best")
         if best is None or mean > best["mean_return"]:
             save_model(self.model, self.run_dir / "best_model.zip")
@@ -238,7 +233,7 @@ class RunCallback(BaseCallback):
             "trainer": dict(self.state),
             "env": {"seeds": batched.seeds.cpu().clone(), "episode": batched.episode.cpu().clone()},
         }
-        save_checkpoint(self.model, self.run_dir / CHECKPOINT_DIR, extra, keep=self.cfg.keep_checkpoints)
+        save_checkpoint(self.model, self.run_dir / CHECKPOINT_DIR, extra, keep=self.keep_checkpoints)
 
 
 class ProgressCallback(BaseCallback):
@@ -324,86 +319,32 @@ def make_logger(run_dir: Path, resumed_at: int | None, print_fn: Callable[[str],
     return Logger(str(run_dir), [OneLineOutput(print_fn), csv_out, TensorBoardOutputFormat(str(run_dir / "tb"))])
 
 
-# ----------------------------------------------------------------------------- run directory
-#: the longest folder name most file systems take (bytes)
-NAME_MAX = 255
-
-
-def check_run_dir_name(path: Path) -> None:
-    """Fail, naming the remedy, when a folder name of ``path`` is longer than file systems take."""
-    for part in path.parts:
-        size = len(os.fsencode(part))
-        if size > NAME_MAX - 8:  # room for unique_dir's "-<n>" suffix
-            raise ValueError(
-                f"run_dir={str(path)!r}: the folder name {part[:60]!r}... is {size} bytes; file systems take at most "
-                f"{NAME_MAX}. With run_dir=...${{hydra:job.override_dirname}}, put the fixed settings in an experiment= "
-                "config (configs/experiment/) instead of on the command line, or name the runs by the swept keys "
-                "(run_dir=sweep/${extractor.fusion}-${seed})"
-            )
-
-
-def unique_dir(path: Path) -> Path:
-    """``path``, or ``path-1``, ``path-2`` ... if a run already lives there (multirun jobs started in the same second)."""
-    check_run_dir_name(path)
-    candidate, n = path, 0
-    while (candidate / CONFIG_FILE).exists():
-        n += 1
-        candidate = path.with_name(f"{path.name}-{n}")
-    return candidate
-
-
-def load_run_config(run_dir: Path, overrides: DictConfig) -> DictConfig:
-    """The saved config of ``run_dir``, checked against the schema, with the overridable keys of ``overrides``."""
-    path = run_dir / CONFIG_FILE
-    if not path.exists():
-        raise FileNotFoundError(f"resume={str(run_dir)!r}: no {CONFIG_FILE} there; is it a run directory?")
-    cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig), OmegaConf.load(path))
-    for key in RESUME_OVERRIDABLE:
-        cfg[key] = overrides[key]
-    return cfg  # type: ignore[return-value]
-
-
-def ignored_resume_overrides() -> list[str]:
-    """Command-line overrides that a resumed run ignores (it uses its saved config)."""
-    try:
-        task = HydraConfig.get().overrides.task
-    except ValueError:
-        return []
-    return [o for o in task if o.split("=", 1)[0].lstrip("+~") not in RESUME_OVERRIDABLE]
-
-
 # ----------------------------------------------------------------------------- the run
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Train (or resume) the run described by ``cfg``; return the summary (also saved as ``summary.json``)."""
-    resume = cfg.resume
+def train(config: TrainConfig) -> dict[str, Any]:
+    """Train (or, with ``config.resume``, resume) the run ``config`` describes; return the summary (also saved as
+    ``summary.json``). A resumed run's ``config`` is its saved one (see :func:`to_train_config`)."""
+    check_config(config)
+    resume = config.resume
     if resume is not None:
-        ignored = ignored_resume_overrides()
-        cfg = load_run_config(Path(resume), cfg)
-        if ignored:
-            log.warning("resume uses the run's saved config; ignoring %s", ignored)
         run_dir = Path(resume)
     else:
-        run_dir = unique_dir(Path(cfg.run_dir))
-        cfg.run_dir = str(run_dir)
-    check_config(cfg)
-    torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
+        run_dir = unique_run_dir(config.run_dir)
+        config = dataclasses.replace(config, run_dir=str(run_dir))
+    torch.set_num_threads(config.threads)
+    device = resolve_device(config.device)
     run_dir.mkdir(parents=True, exist_ok=True)
     if resume is None:
-        resolved = OmegaConf.to_container(cfg, resolve=True)
-        (run_dir / CONFIG_FILE).write_text(OmegaConf.to_yaml(resolved))
+        atomic_write_yaml(run_dir / CONFIG_FILE, dataclasses.asdict(config))
 
-    env = make_train_env(cfg, device)
-    eval_env = make_eval_env(cfg, device)
-    references = reference_returns(eval_env, cfg.eval_seed)
+    env = make_train_env(config, device)
+    eval_env = make_eval_env(config, device)
+    references = reference_returns(eval_env, config.eval_seed)
 
     state: dict[str, Any] = {}
     resumed_at: int | None = None
     model: BaseAlgorithm | None = None
     if resume is not None:
-        restored = load_latest_checkpoint(
-            run_dir / CHECKPOINT_DIR, lambda path: builders.load_algorithm(cfg.algo.name, path, env, device)
-        )
+        restored = load_latest_checkpoint(run_dir / CHECKPOINT_DIR, lambda path: load_model(config, path, env, device))
         if restored is None:
             log.warning("no usable checkpoint in %s; starting the run over", run_dir / CHECKPOINT_DIR)
         else:
@@ -416,22 +357,22 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 "" if buffer is None else f"; replay buffer: {buffer.size() * buffer.n_envs} transitions",
             )  # fmt: skip
     if model is None:
-        model = builders.build_algorithm(
-            cfg.algo.name, env, extractor_kwargs(cfg), container(cfg.algo.hyperparams), cfg.seed, device,
-            policy_kwargs=container(cfg.algo.policy_kwargs),
-        )  # fmt: skip
+        model = build_model(config, env, device)
 
-    progress = ProgressCallback(cfg.total_timesteps) if cfg.progress else None
+    progress = ProgressCallback(config.total_timesteps) if config.progress else None
     print_fn = progress.progress.console.print if progress else print
     model.set_logger(make_logger(run_dir, resumed_at, print_fn))
-    run_callback = RunCallback(cfg, run_dir, eval_env, state)
+    run_callback = RunCallback(
+        run_dir, eval_env, state, eval_every=config.eval_every, checkpoint_every=config.checkpoint_every,
+        keep_checkpoints=config.keep_checkpoints, eval_seed=config.eval_seed, compiled_env=config.env.compile,
+    )  # fmt: skip
     callbacks: list[BaseCallback] = [run_callback] + ([progress] if progress else [])
 
     start_steps, start = model.num_timesteps, time.perf_counter()
-    remaining = cfg.total_timesteps - model.num_timesteps
+    remaining = config.total_timesteps - model.num_timesteps
     if remaining > 0:
         model.learn(
-            remaining, callback=CallbackList(callbacks), log_interval=cfg.log_interval,
+            remaining, callback=CallbackList(callbacks), log_interval=config.log_interval,
             reset_num_timesteps=resumed_at is None, progress_bar=False,
         )  # fmt: skip
     wall = time.perf_counter() - start
@@ -440,7 +381,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if state.get("last_eval_step") == model.num_timesteps:  # e.g. resuming a run that had already finished
         final_return = state["evaluations"][-1]["mean_return"]
     else:
-        final_return = run_callback.evaluate()
+        final_return = run_callback.record_evaluation()
     model.logger.record("time/total_timesteps", model.num_timesteps)
     model.logger.dump(model.num_timesteps)
     run_callback.checkpoint()
@@ -449,24 +390,25 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     summary = {
         "run_dir": str(run_dir),
-        "env": cfg.env.id,
-        "algo": cfg.algo.name,
-        "fusion": cfg.extractor.fusion,
-        "seed": cfg.seed,
+        "env": config.env.id,
+        "algo": config.algo.name,
+        "device_resident": config.algo.device_resident,
+        "fusion": config.extractor.fusion,
+        "seed": config.seed,
         "device": device,
         "total_timesteps": model.num_timesteps,
         "resumed_from": resumed_at,
         "steps_this_session": model.num_timesteps - start_steps,
         "wall_time_s": round(wall, 2),
         "fps": round((model.num_timesteps - start_steps) / wall, 1) if wall > 0 else None,
-        "eval_episodes": cfg.eval_episodes,
+        "eval_episodes": config.eval_episodes,
         "final_return": final_return,
         "best_return": state["best"]["mean_return"],
         "best_step": state["best"]["step"],
         "random_return": references["random"],
         "oracle_return": references.get("oracle"),
     }
-    (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_json(run_dir / SUMMARY_FILE, summary)
     print_summary(summary)
     return summary
 
@@ -505,6 +447,7 @@ def print_summary(summary: dict[str, Any]) -> None:
     Console().print(table)
 
 
+# ----------------------------------------------------------------------------- the command line (Hydra)
 def _run_dir(resume: str | None, run_dir: str) -> str:
     """Hydra's run folder: the resumed run's, else ``run_dir``, checked before Hydra creates it."""
     path = resume if resume is not None else run_dir
@@ -512,18 +455,99 @@ def _run_dir(resume: str | None, run_dir: str) -> str:
     return path
 
 
-OmegaConf.register_new_resolver("mmrl_run_dir", _run_dir, replace=True)
-register_configs()
+def _register_with_hydra() -> None:
+    """The schemas in Hydra's ConfigStore and the ``mmrl_run_dir`` resolver of ``configs/config.yaml``."""
+    from omegaconf import OmegaConf
+
+    from mmrl.configs.schema import register_configs
+
+    OmegaConf.register_new_resolver("mmrl_run_dir", _run_dir, replace=True)
+    register_configs()
 
 
-@hydra.main(config_path="pkg://mmrl.configs", config_name="config", version_base=None)
-def main(cfg: DictConfig) -> float:
-    """Hydra entry point; returns the final evaluation return (for sweepers that optimise it)."""
+def check_keys(cfg: DictConfig) -> None:
+    """Refuse keys added with ``+key=value`` that the schemas do not have (``env.options`` and the ``algo``
+    dicts are open: the env and the algorithm check those).
+
+    :raises ConfigError: naming the key and the valid ones."""
+    nodes = ((cfg, TrainConfig), (cfg.env, EnvConfig), (cfg.algo, AlgoConfig), (cfg.extractor, ExtractorConfig))
+    for node, schema in nodes:
+        valid = [f.name for f in dataclasses.fields(schema)]
+        unknown = [k for k in node if k not in valid]
+        if unknown:
+            raise ConfigError(f"Key {unknown[0]!r} not in {schema.__name__!r}; valid keys: {valid}")
+
+
+def ignored_resume_overrides() -> list[str]:
+    """Command-line overrides that a resumed run ignores (it uses its saved config)."""
+    from hydra.core.hydra_config import HydraConfig
+
     try:
-        return float(train(cfg)["final_return"])
+        task = HydraConfig.get().overrides.task
+    except ValueError:  # composed outside a Hydra app: no command line
+        return []
+    return [o for o in task if o.split("=", 1)[0].lstrip("+~") not in RESUME_OVERRIDABLE]
+
+
+def to_train_config(cfg: DictConfig) -> TrainConfig:
+    """The composed config as a :class:`TrainConfig`, interpolations resolved; with ``resume=``, the run's saved
+    config with the :data:`RESUME_OVERRIDABLE` keys of ``cfg``.
+
+    :raises ConfigError: for a key the schema does not have, or a resume folder that is not a run directory."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    check_keys(cfg)
+    if cfg.resume is not None:
+        ignored = ignored_resume_overrides()
+        try:
+            saved = load_run_config(cfg.resume)
+            merged = OmegaConf.merge(OmegaConf.structured(TrainConfig), saved)
+        except (RunDirError, OmegaConfBaseException) as error:
+            raise ConfigError(f"resume={cfg.resume!r}: {error}") from error
+        for key in RESUME_OVERRIDABLE:
+            merged[key] = cfg[key]
+        if ignored:
+            log.warning("resume uses the run's saved config; ignoring %s", ignored)
+        cfg = merged  # type: ignore[assignment]
+    return OmegaConf.to_object(cfg)  # type: ignore[return-value]
+
+
+def compose_config(overrides: Sequence[str] = ()) -> TrainConfig:
+    """The config ``python -m mmrl.train *overrides`` would run, composed with Hydra's compose API, e.g.
+    ``compose_config(["experiment=navigate", "seed=1"])`` (tests and benchmarks train what the CLI trains).
+
+    :raises ConfigError: for a key the schema does not have (Hydra's own errors for a bad group or value)."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    _register_with_hydra()
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module="mmrl.configs", version_base=None):
+        return to_train_config(compose(config_name="config", overrides=list(overrides)))
+
+
+def _run(cfg: DictConfig) -> float:
+    """The job Hydra runs: convert the config once, train; returns the final evaluation return (for sweepers)."""
+    try:
+        config = to_train_config(cfg)
+        check_config(config)
+        if resolve_device(config.device) == "cpu":
+            # The env allocates fresh observation buffers every step; keeping freed pages in the process (instead
+            # of handing them back to the OS) spares a page fault per page touched again.
+            retain_freed_memory()
+        return float(train(config)["final_return"])
     except ConfigError as error:
         print(f"mmrl.train: bad config: {error}", file=sys.stderr)
         sys.exit(2)
+
+
+def main() -> None:
+    """``python -m mmrl.train [key=value ...]``: Hydra parses the command line (``--multirun``, ``--cfg`` ...)."""
+    import hydra
+
+    _register_with_hydra()
+    hydra.main(config_path="pkg://mmrl.configs", config_name="config", version_base=None)(_run)()
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 Most tests call :func:`mmrl.evaluate.main` in-process (the same code path as the CLI, without paying the imports
 again); one smoke test runs ``python -m mmrl.evaluate`` through ``subprocess``. Runs are tiny: a few dozen
-episodes of Recommend at ``image_size=32`` (the env config's default), and a PPO run of 256 steps trained here.
+episodes of Recommend in the setting of ``configs/env/recommend.yaml`` (the evaluation's default env), and a PPO run of 256 steps trained here.
 """
 
 from __future__ import annotations
@@ -22,12 +22,13 @@ import mmrl
 from mmrl.agents.reference import make_reference_policy
 from mmrl.core.frames import PANEL_WIDTH
 from mmrl.episodes import run_episodes
-from mmrl.evaluate import EvaluationError, compose_config, evaluate, main
+from mmrl.evaluate import EvaluationError, compose_config, main, write_evaluation
 from mmrl.metrics import summarize, t_quantile_975
 from mmrl.video import CAPTION_HEIGHT, video_codec
+from tests.conftest import env_options
 
 ENV_ID = "mmrl/Recommend-v0"
-OPTIONS = {"image_size": 32, "num_categories": 4, "num_colours": 4}  # configs/env/recommend.yaml
+OPTIONS = env_options("recommend")  # what policy= evaluations use by default
 SEED = 500
 EPISODES = 64
 SUMMARY_KEYS = {"mean", "std", "ci95", "min", "max", "n"}
@@ -236,7 +237,7 @@ def test_bad_run_directory_gives_a_clear_error(case: str, tiny_run: Path, tmp_pa
     if case == "corrupt_model":
         (run / "best_model.zip").write_bytes(b"not a zip file")
     with pytest.raises(EvaluationError, match=expected) as error:
-        evaluate(compose_config([f"run={run}", "episodes=2"]))
+        write_evaluation(compose_config([f"run={run}", "episodes=2"]))
     assert str(run) in str(error.value)
     if run.exists():
         assert not list(run.glob("eval-*")), "a failed evaluation leaves no folder behind"

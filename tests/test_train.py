@@ -21,7 +21,9 @@ import pytest
 
 import mmrl
 from mmrl.agents import builders
-from mmrl.checkpoints import CHECKPOINT_DIR, Checkpoint, atomic_write, list_checkpoints, load_latest_checkpoint
+from mmrl.checkpoints import CHECKPOINT_DIR, Checkpoint, list_checkpoints, load_latest_checkpoint
+from mmrl.runs import atomic_write
+from tests.conftest import env_options
 
 #: a small, fast run: 4 envs x 16 steps per rollout, a tiny extractor, 8 evaluation episodes
 TINY = [
@@ -61,7 +63,9 @@ def test_default_config_composes(tmp_path: Path) -> None:
     result = run_train(["--cfg", "job"], tmp_path, timeout=60)
     check_ok(result)
     out = result.stdout
-    for expected in ("id: mmrl/Recommend-v0", "name: ppo", "fusion: film", "threads: 1", "resume: null", "n_steps: 64"):
+    expected_lines = ("id: mmrl/Recommend-v0", "name: ppo", "fusion: film", "threads: 1", "resume: null", "n_steps: 64",
+                      "total_timesteps: 150000", "eval_every: 25000", "device_resident: false")  # the schema's defaults
+    for expected in expected_lines:
         assert expected in out, f"{expected!r} not in the composed config:\n{out}"
     assert not (tmp_path / "runs").exists(), "--cfg job must not start a run"
 
@@ -88,7 +92,7 @@ def test_tiny_run_writes_every_artefact(tiny_run: Path) -> None:
     assert "time/total_timesteps" in lines[0] and len(lines) >= 5
     assert len((tiny_run / "evaluations.csv").read_text().splitlines()) == 1 + 3  # at 128, 256 and the end
 
-    venv = mmrl.make_vec("mmrl/Recommend-v0", num_envs=2, seed=0, image_size=32, num_categories=4, num_colours=4)
+    venv = mmrl.make_vec("mmrl/Recommend-v0", num_envs=2, seed=0, **env_options("recommend"))
     model = builders.load_algorithm("ppo", tiny_run / "final_model.zip", env=None, device="cpu")
     actions, _ = model.predict(venv.reset(), deterministic=True)
     assert actions.shape == (2,)
@@ -115,11 +119,14 @@ def test_unknown_choice_fails_with_valid_choices(tmp_path: Path) -> None:
         ("n_envs=many", "Value 'many' of type 'str' could not be converted to Integer"),
         ("n_envs=0", "must be positive"),
         ("+algo.hyperparams.n_stepz=8", "does not take the hyper-parameters ['n_stepz']; valid choices:"),
+        ("algo=a2c", "'a2c' has no device-resident variant; it exists for ['dqn', 'ppo']"),
+        ("device=gpu", "device must be 'auto', 'cpu' or 'cuda'; got 'gpu'"),
     ],
 )
 def test_bad_key_or_value_fails_fast(tmp_path: Path, override: str, message: str) -> None:
     start = time.perf_counter()
-    result = run_train([override, f"run_dir={tmp_path / 'run'}"], tmp_path, timeout=60)
+    extra = ["algo.device_resident=true"] if override == "algo=a2c" else []
+    result = run_train([override, *extra, f"run_dir={tmp_path / 'run'}"], tmp_path, timeout=60)
     assert result.returncode != 0
     assert message in result.stderr, result.stderr
     assert time.perf_counter() - start < 30
@@ -251,7 +258,7 @@ def test_atomic_write_leaves_the_old_file_on_failure(tmp_path: Path) -> None:
 
 
 def test_builders_check_names_and_hyperparameters(monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(ValueError, match="valid choices: \\['a2c', 'dqn', 'dqn_fast', 'ppo', 'ppo_fast', 'recurrent_ppo'\\]"):
+    with pytest.raises(ValueError, match="valid choices: \\['a2c', 'dqn', 'ppo', 'recurrent_ppo'\\]"):
         builders.algorithm_class("sac")
     with pytest.raises(ValueError, match="n_step"):
         builders.check_algo_kwargs("ppo", {"n_step": 8})
@@ -282,14 +289,35 @@ def test_default_run_beats_random(tmp_path: Path) -> None:
 
 
 def test_device_resident_ppo_from_the_cli(tmp_path: Path) -> None:
-    """algo=ppo_fast trains FastPPO on the env's tensors (mmrl.make_vec(as_tensors=True))."""
+    """algo.device_resident=true trains FastPPO on the env's tensors (mmrl.make_vec(as_tensors=True)); its zip
+    loads with the same flag, and the evaluation CLI evaluates the run."""
+    from mmrl.evaluate import main as evaluate_main
+
     run_dir = tmp_path / "fast"
-    check_ok(run_train([*TINY, "algo=ppo_fast", "total_timesteps=128", "eval_every=0", f"run_dir={run_dir}"], tmp_path))
+    args = [*TINY, "algo.device_resident=true", "total_timesteps=128", "eval_every=0", f"run_dir={run_dir}"]
+    check_ok(run_train(args, tmp_path))
     summary = summary_of(run_dir)
     assert summary["total_timesteps"] == 128
-    assert summary["algo"] == "ppo_fast"
-    model = builders.load_algorithm("ppo_fast", run_dir / "final_model.zip", env=None, device="cpu")
+    assert summary["algo"] == "ppo" and summary["device_resident"] is True
+    model = builders.load_algorithm("ppo", run_dir / "final_model.zip", env=None, device="cpu", device_resident=True)
     assert type(model).__name__ == "FastPPO" and model.num_timesteps == 128
+    assert evaluate_main([f"run={run_dir}", "episodes=4", "video.episodes=0", "baselines=[]"]) == 0
+
+
+def test_builders_pick_the_device_resident_variant_by_flag() -> None:
+    from mmrl.agents.fast import FastDQN, FastPPO
+
+    assert builders.algorithm_class("ppo", device_resident=True) is FastPPO
+    assert builders.algorithm_class("dqn", device_resident=True) is FastDQN
+    assert builders.algorithm_class("ppo").__name__ == "PPO"
+    with pytest.raises(ValueError, match="'recurrent_ppo' has no device-resident variant"):
+        builders.algorithm_class("recurrent_ppo", device_resident=True)
+
+
+def test_resume_of_a_folder_that_is_not_a_run_names_it(tmp_path: Path) -> None:
+    result = run_train([f"resume={tmp_path / 'nope'}"], tmp_path, timeout=60)
+    assert result.returncode == 2
+    assert f"resume='{tmp_path / 'nope'}'" in result.stderr and "config.yaml" in result.stderr, result.stderr
 
 
 @pytest.mark.parametrize("env_name", ["navigate", "diagnose"])
@@ -304,37 +332,43 @@ def test_other_envs_train_from_the_cli(env_name: str, tmp_path: Path) -> None:
 def test_env_compile_reaches_the_training_env() -> None:
     """``env.compile=true`` builds the training env with ``compile=True`` (compiling itself is tested in
     tests/test_compile.py); a non-bool value fails when the config is composed."""
-    from hydra import compose, initialize_config_module
+    from mmrl.train import compose_config, make_train_env
 
-    from mmrl.configs.schema import register_configs
-    from mmrl.train import make_train_env
-
-    register_configs()
-    with initialize_config_module(config_module="mmrl.configs", version_base=None):
-        for flag in ("true", "false"):
-            cfg = compose(config_name="config", overrides=[f"env.compile={flag}", "n_envs=2"])
-            assert make_train_env(cfg, "cpu").batched_env.compiled is (flag == "true")
-        with pytest.raises(Exception, match="compile"):
-            compose(config_name="config", overrides=["env.compile=maybe"])
+    for flag in ("true", "false"):
+        config = compose_config([f"env.compile={flag}", "n_envs=2"])
+        assert make_train_env(config, "cpu").batched_env.compiled is (flag == "true")
+    with pytest.raises(Exception, match="compile"):
+        compose_config(["env.compile=maybe"])
 
 
 def test_compiled_training_freezes_the_garbage_collector_after_the_first_rollout() -> None:
-    """With ``env.compile=true`` the run callback calls ``gc.freeze()`` once the first rollout has compiled the
-    env, so full GC passes over the compiler's objects do not stall steps; without it the GC is left alone."""
+    """With a compiled env the run callback calls ``gc.freeze()`` once the first rollout has compiled the env, so
+    full GC passes over the compiler's objects do not stall steps; without it the GC is left alone."""
     import gc
 
-    from hydra import compose, initialize_config_module
-
-    from mmrl.configs.schema import register_configs
     from mmrl.train import RunCallback
 
-    register_configs()
-    with initialize_config_module(config_module="mmrl.configs", version_base=None):
-        for flag in ("false", "true"):
-            cfg = compose(config_name="config", overrides=[f"env.compile={flag}"])
-            gc.unfreeze()
-            callback = RunCallback(cfg, Path("."), eval_env=None, state={})  # type: ignore[arg-type]
-            callback.on_rollout_end()
-            callback.on_rollout_end()
-            assert (gc.get_freeze_count() > 0) is (flag == "true"), flag
+    for compiled in (False, True):
+        gc.unfreeze()
+        callback = RunCallback(
+            Path("."), eval_env=None, state={}, eval_every=0, checkpoint_every=0, keep_checkpoints=1, eval_seed=0,  # type: ignore[arg-type]
+            compiled_env=compiled,
+        )  # fmt: skip
+        callback.on_rollout_end()
+        callback.on_rollout_end()
+        assert (gc.get_freeze_count() > 0) is compiled, compiled
     gc.unfreeze()
+
+
+def test_composed_config_is_plain_values() -> None:
+    """The entry point converts the config once: what the library gets is the TrainConfig dataclass, with plain
+    dicts and lists (no OmegaConf nodes), the schema's defaults and the experiment's settings."""
+    from mmrl.configs.schema import TrainConfig
+    from mmrl.train import compose_config
+
+    config = compose_config(["experiment=navigate", "seed=3"])
+    assert isinstance(config, TrainConfig) and config.seed == 3 and config.total_timesteps == 250_000
+    assert type(config.env.options) is dict and type(config.algo.hyperparams) is dict
+    assert type(config.extractor.image_channels) is list and config.extractor.fusion == "concat"
+    assert "${" not in config.run_dir and config.run_dir.startswith("runs/navigate_easy-ppo-3-")
+    assert compose_config([]).eval_every == 25_000

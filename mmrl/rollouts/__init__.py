@@ -2,6 +2,6 @@
 
 from mmrl.rollouts.replay_buffer import DeviceDictReplayBuffer
 from mmrl.rollouts.rollout_buffer import DeviceDictRolloutBuffer
-from mmrl.rollouts.tensor_env import EpisodeStats, tensor_batched_env, to_device
+from mmrl.rollouts.tensor_env import FinishedEpisodes, tensor_batched_env, to_device
 
-__all__ = ["DeviceDictReplayBuffer", "DeviceDictRolloutBuffer", "EpisodeStats", "tensor_batched_env", "to_device"]
+__all__ = ["DeviceDictReplayBuffer", "DeviceDictRolloutBuffer", "FinishedEpisodes", "tensor_batched_env", "to_device"]

@@ -1,4 +1,4 @@
-"""What the device-resident agents need from an env: an mmrl tensor VecEnv, and episode statistics kept on its device.
+"""What the device-resident agents need from an env: an mmrl tensor VecEnv, and its finished episodes kept on its device.
 
 The fast agents (:mod:`mmrl.agents.fast`) step the raw :class:`~mmrl.core.batched_env.BatchedEnv` behind
 ``mmrl.make_vec(..., as_tensors=True)`` directly: its ``step`` hands back batch tensors (``done_index``,
@@ -44,7 +44,7 @@ def to_device(obs: Observation, device: torch.device) -> Observation:
     return {key: value.to(device, non_blocking=True) for key, value in obs.items()}
 
 
-class EpisodeStats:
+class FinishedEpisodes:
     """Returns and lengths of finished episodes, gathered on the device and handed to SB3's ``ep_info_buffer`` in one
     host copy (``flush``) instead of one Python dict per finished env per step.
 
