@@ -12,6 +12,9 @@ inherited as they are, so a ``FastPPO`` zip loads with ``PPO.load`` and the othe
                     policy_kwargs=dict(features_extractor_class=mmrl.MultimodalExtractor))
     model.learn(10_000_000)
 
+From the command line they are the same algorithms with a flag: ``python -m mmrl.train algo.device_resident=true``
+(``algo=ppo`` or ``algo=dqn``; see :data:`mmrl.agents.builders.DEVICE_RESIDENT`).
+
 What differs from stock SB3, on purpose:
 
 * time-limit bootstrapping (SB3 issue #633) evaluates ``V(terminal_observation)`` of all the envs truncated in a
@@ -29,7 +32,6 @@ probability ``exploration_rate`` every env takes a random action, otherwise ever
 """
 
 from __future__ import annotations
-
 
 import numpy as np
 import torch

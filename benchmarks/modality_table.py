@@ -1,11 +1,12 @@
 """The modality table for Recommend: random, image-only, text-only, each fusion, oracle (mean ± std over seeds).
 
-Trains PPO + :class:`mmrl.MultimodalExtractor` on the *easy* Recommend configuration (32 px images,
-4 categories x 4 colours; the learning test in tests/test_learning.py uses the same settings) for each
-row and seed, evaluates the deterministic policy on 1,000 held-out episodes, and prints a Markdown table.
-Results are appended to a JSON-lines file as they come, so an interrupted run resumes where it stopped.
+Trains each row and seed as ``python -m mmrl.train experiment=recommend`` would (the same composed config:
+PPO + :class:`mmrl.MultimodalExtractor` on the easy Recommend setting, 32 px images, 4 categories x 4 colours,
+with the row's ``extractor=`` / ``extractor.modalities=`` overrides), evaluates the deterministic policy on
+1,000 held-out episodes (:mod:`mmrl.learning`), and prints a Markdown table. Results are appended to a
+JSON-lines file as they come, so an interrupted run resumes where it stopped.
 
-Usage: ``python benchmarks/modality_table.py [--steps 200000] [--seeds 0 1 2] [--workers 2] [--out modality.jsonl]``
+Usage: ``python benchmarks/modality_table.py [--steps 240000] [--seeds 0 1 2] [--workers 2] [--out modality.jsonl]``
 """
 
 from __future__ import annotations
@@ -17,28 +18,32 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from mmrl.learning import EASY_RECOMMEND, evaluate_reference, train_and_evaluate
+from mmrl.learning import reference_return, train_and_evaluate
+from mmrl.train import compose_config
 
-ROWS: dict[str, dict] = {
-    "image only (film)": dict(fusion="film", modalities=("image",)),
-    "text only (film)": dict(fusion="film", modalities=("text",)),
-    "concat": dict(fusion="concat"),
-    "gated": dict(fusion="gated"),
-    "film": dict(fusion="film"),
-    "cross_attention": dict(fusion="cross_attention"),
+EXPERIMENT = "experiment=recommend"
+#: row -> its overrides on top of the experiment
+ROWS: dict[str, list[str]] = {
+    "image only (film)": ["extractor=film", "extractor.modalities=[image]"],
+    "text only (film)": ["extractor=film", "extractor.modalities=[text]"],
+    "concat": ["extractor=concat"],
+    "gated": ["extractor=gated"],
+    "film": ["extractor=film"],
+    "cross_attention": ["extractor=cross_attention"],
 }
 
 
 def _job(args: tuple[str, int, int]) -> dict:
     row, seed, steps = args
     start = time.time()
-    result = train_and_evaluate(seed=seed, total_timesteps=steps, **ROWS[row])
+    config = compose_config([EXPERIMENT, f"seed={seed}", f"total_timesteps={steps}", *ROWS[row]])
+    result = train_and_evaluate(config)
     return {"row": row, "seed": seed, "steps": steps, "return": result, "seconds": round(time.time() - start)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=200_000)
+    parser.add_argument("--steps", type=int, default=compose_config([EXPERIMENT]).total_timesteps)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     parser.add_argument("--workers", type=int, default=2)
@@ -57,9 +62,10 @@ def main() -> None:
                 f.write(json.dumps(record) + "\n")
 
     records = [json.loads(line) for line in args.out.read_text().splitlines()]
-    references = {name: evaluate_reference(name) for name in ("random", "oracle")}
+    config = compose_config([EXPERIMENT])
+    references = {name: reference_return(name, config) for name in ("random", "oracle")}
     gap = references["oracle"] - references["random"]
-    print(f"\nEasy Recommend {EASY_RECOMMEND}; PPO, {args.steps:,} steps per run; 1,000 evaluation episodes each\n")
+    print(f"\nEasy Recommend {config.env.options}; PPO, {args.steps:,} steps per run; 1,000 evaluation episodes each\n")
     print("| policy | mean return ± std over seeds | share of random→oracle gap | seeds |")
     print("|---|---|---|---|")
     print(f"| random | {references['random']:.2f} | 0% | - |")

@@ -1,11 +1,12 @@
 """Training frames per second: stock SB3 PPO / DQN vs mmrl's device-resident FastPPO / FastDQN (issue #6).
 
-Everything is measured in this one run, side by side on the same env (easy Recommend, see ``mmrl/learning.py``),
-the same model (``MultimodalExtractor``: small CNN + bag-of-words text, FiLM, ``net_arch=[64]``), the same
-``n_envs``, ``n_steps`` and batch sizes:
+Everything is measured in this one run, side by side on the same env and model: the default training config
+(``python -m mmrl.train``: easy Recommend, ``MultimodalExtractor`` with a small CNN + bag-of-words text and FiLM,
+``net_arch=[64]``, its PPO settings), the same ``n_envs``, ``n_steps`` and batch sizes:
 
 * ``PPO (SB3)``: stock ``stable_baselines3.PPO`` on ``mmrl.make_vec(..., device)`` (numpy out);
-* ``FastPPO``: :class:`mmrl.agents.fast.FastPPO` on ``mmrl.make_vec(..., device, as_tensors=True)``;
+* ``FastPPO``: :class:`mmrl.agents.fast.FastPPO` (``algo.device_resident=true``) on
+  ``mmrl.make_vec(..., device, as_tensors=True)``;
 * the same for ``DQN (SB3)`` / ``FastDQN`` (measured after ``learning_starts``);
 * ``env only``: the batched env stepped with pre-drawn random actions at the same ``n_envs`` (the ceiling), and
   the numpy SB3 VecEnv face of it (what stock SB3 steps).
@@ -36,12 +37,18 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 
 import mmrl
 from mmrl.agents.fast import FastDQN, FastPPO
-from mmrl.learning import EASY_RECOMMEND, ENV_ID, PPO_SETTINGS, extractor_kwargs
+from mmrl.core.memory import retain_freed_memory
+from mmrl.train import compose_config, extractor_kwargs
 
+#: the default training config: its env, extractor and PPO settings
+CONFIG = compose_config([])
+ENV_ID = CONFIG.env.id
+ENV_OPTIONS: dict[str, Any] = CONFIG.env.options
+PPO_SETTINGS: dict[str, Any] = CONFIG.algo.hyperparams
 POLICY_KWARGS: dict[str, Any] = dict(
     features_extractor_class=mmrl.MultimodalExtractor,
-    features_extractor_kwargs=extractor_kwargs("film", ("image", "text")),
-    net_arch=[64],
+    features_extractor_kwargs=extractor_kwargs(CONFIG),
+    **CONFIG.algo.policy_kwargs,
 )
 #: DQN settings for throughput: one gradient step of 256 per env step of n_envs, after a short warm-up.
 DQN_SETTINGS: dict[str, Any] = dict(
@@ -86,7 +93,7 @@ class Trainer:
 
     def __init__(self, name: str, cls: type[BaseAlgorithm], tensors: bool, settings: dict[str, Any], args: argparse.Namespace):
         self.name, self.args = name, args
-        env = mmrl.make_vec(ENV_ID, num_envs=args.n_envs, device=args.device, seed=0, as_tensors=tensors, **EASY_RECOMMEND)
+        env = mmrl.make_vec(ENV_ID, num_envs=args.n_envs, device=args.device, seed=0, as_tensors=tensors, **ENV_OPTIONS)
         self.model = cls("MultiInputPolicy", env, seed=0, device=args.device, policy_kwargs=POLICY_KWARGS, **settings)
         self.chunk = args.n_envs * (settings["n_steps"] if "n_steps" in settings else 8)
         self.rates: list[float] = []
@@ -129,10 +136,10 @@ class Trainer:
 
 def env_rates(args: argparse.Namespace) -> tuple[float, float]:
     """Steps/s of the batched env (tensor actions) and of its numpy SB3 VecEnv face, at ``n_envs``."""
-    env = mmrl.make_batched(ENV_ID, num_envs=args.n_envs, device=args.device, **EASY_RECOMMEND)
+    env = mmrl.make_batched(ENV_ID, num_envs=args.n_envs, device=args.device, **ENV_OPTIONS)
     env.reset(seed=0)
     actions = torch.randint(env.single_action_space.n, (64, args.n_envs), device=args.device)
-    venv = mmrl.make_vec(ENV_ID, num_envs=args.n_envs, device=args.device, seed=0, **EASY_RECOMMEND)
+    venv = mmrl.make_vec(ENV_ID, num_envs=args.n_envs, device=args.device, seed=0, **ENV_OPTIONS)
     venv.reset()
     host_actions = actions.cpu().numpy()
 
@@ -174,12 +181,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--profile", action="store_true", help="also print a cProfile of FastPPO learn()")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if torch.device(args.device).type == "cpu":
+        retain_freed_memory()  # as python -m mmrl.train does on the CPU: fresh observation buffers every step
 
     print(f"# train throughput — {datetime.date.today()} — {platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} torch thread(s), torch {torch.__version__}, device {args.device}")  # fmt: skip
     print(f"# command: python {' '.join(sys.argv)}")
-    print(f"# env {ENV_ID} {EASY_RECOMMEND}, n_envs={args.n_envs}, model MultimodalExtractor "
-          f"{POLICY_KWARGS['features_extractor_kwargs']} net_arch=[64]")  # fmt: skip
+    print(f"# env {ENV_ID} {ENV_OPTIONS}, n_envs={args.n_envs}, model MultimodalExtractor "
+          f"{POLICY_KWARGS['features_extractor_kwargs']} policy {CONFIG.algo.policy_kwargs}")  # fmt: skip
 
     tensor_env, numpy_env = env_rates(args)
     print(f"env only (ceiling): batched env {tensor_env:,.0f} steps/s; numpy SB3 VecEnv face {numpy_env:,.0f} steps/s")

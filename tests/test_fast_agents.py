@@ -26,9 +26,13 @@ from stable_baselines3.common.logger import KVWriter, Logger
 
 import mmrl
 from mmrl.agents.fast import FastDQN, FastPPO
-from mmrl.learning import EASY_RECOMMEND, ENV_ID, PPO_SETTINGS, evaluate_model, evaluate_reference, extractor_kwargs
+from mmrl.learning import reference_return, train_and_evaluate
 from mmrl.rollouts import DeviceDictReplayBuffer, DeviceDictRolloutBuffer
+from mmrl.train import compose_config
+from tests.conftest import env_options
 
+ENV_ID = "mmrl/Recommend-v0"
+EASY_RECOMMEND = env_options("recommend")  # the setting the default training config runs
 N_STEPS, N_ENVS = 16, 8
 SPACE = spaces.Dict(
     image=spaces.Box(0, 255, (3, 4, 4), np.uint8),
@@ -289,22 +293,16 @@ def test_a_numpy_env_is_refused_with_a_clear_error(cls: type) -> None:
 
 
 # ----------------------------------------------------------------------------- learning
-def train(cls: type, seed: int, total_timesteps: int, num_envs: int = 32) -> float:
-    torch.manual_seed(seed)
-    env = mmrl.make_vec(ENV_ID, num_envs=num_envs, seed=seed, as_tensors=cls is FastPPO, **EASY_RECOMMEND)
-    policy_kwargs = dict(
-        features_extractor_class=mmrl.MultimodalExtractor,
-        features_extractor_kwargs=extractor_kwargs("film", ("image", "text")),
-        net_arch=[64],
-    )
-    model = cls("MultiInputPolicy", env, seed=seed, policy_kwargs=policy_kwargs, **PPO_SETTINGS)
-    model.learn(total_timesteps)
-    return evaluate_model(model, episodes=500)
+def train(device_resident: bool, seed: int, total_timesteps: int) -> float:
+    """The default training config (easy Recommend, PPO + FiLM), stock or device-resident; the held-out return."""
+    overrides = [f"seed={seed}", f"total_timesteps={total_timesteps}", f"algo.device_resident={device_resident}"]
+    return train_and_evaluate(compose_config(overrides), episodes=500)
 
 
 @pytest.fixture(scope="module")
 def gap() -> tuple[float, float]:
-    return evaluate_reference("random", episodes=500), evaluate_reference("oracle", episodes=500)
+    config = compose_config([])
+    return reference_return("random", config, episodes=500), reference_return("oracle", config, episodes=500)
 
 
 def share(value: float, gap: tuple[float, float]) -> float:
@@ -348,9 +346,9 @@ def test_logger_and_callbacks_see_episodes(cls: type) -> None:
 @pytest.mark.slow
 def test_fast_ppo_learns_like_stock_ppo(gap: tuple[float, float]) -> None:
     """Same seed, settings and budget as the CI learning test of stock PPO (tests/test_learning.py): FastPPO and
-    stock PPO both beat random, by a similar margin. (Slow: ~4 min on 2 CPU cores; in CI, the exact equality of a
+    stock PPO both beat random, by a similar margin. (Slow: two CPU trainings of minutes each; in CI, the exact equality of a
     PPO iteration, test_one_ppo_iteration_equals_stock_ppo, guards against a silent change of the algorithm.)"""
-    fast, stock = share(train(FastPPO, 0, 120_000), gap), share(train(PPO, 0, 120_000), gap)
+    fast, stock = share(train(True, 0, 120_000), gap), share(train(False, 0, 120_000), gap)
     assert fast >= 0.35 and stock >= 0.35, (fast, stock, gap)
     assert abs(fast - stock) < 0.15, (fast, stock, gap)
 

@@ -1,20 +1,33 @@
-"""Agents actually learn, and only when they both see and read (seeded; setups in mmrl/learning.py).
+"""Agents actually learn, and only when they both see and read (seeded; the setups are configs/experiment/*.yaml).
 
-The full claim (slow), per env setup: PPO + the setup's fusion (FiLM; concat on Navigate) reaches >= 80% of the
-way from random to oracle mean return, while the image-only and text-only ablations of the same extractor stay
-below 35%. The CI-sized versions train for fewer steps and check that the fused agent already clears the 35%
-bar (and, on Recommend, that neither ablation does at a CI budget).
+The full claim (slow), per experiment: PPO + the experiment's fusion (FiLM; concat on Navigate) reaches >= 80% of
+the way from random to oracle mean return in the experiment's budget (``total_timesteps``), while the image-only
+and text-only ablations of the same extractor stay below 35%. The CI-sized versions train for fewer steps
+(:data:`CI_STEPS`) and check that the fused agent already clears the 35% bar (and, on Recommend, that neither
+ablation does at a CI budget). Each config is composed as ``python -m mmrl.train experiment=<name>`` composes it.
 """
 
 from __future__ import annotations
 
+from importlib.resources import files
+
 import pytest
 
-from mmrl.learning import SETUPS, evaluate_reference, train_and_evaluate
+from mmrl.configs.schema import TrainConfig
+from mmrl.learning import reference_return, train_and_evaluate
+from mmrl.train import compose_config
+
+#: the training steps of each experiment's CI-sized check (fused >= 35% of the gap at seed 0)
+CI_STEPS = {"recommend": 120_000, "diagnose": 150_000, "navigate": 80_000}
+EXPERIMENTS = sorted(p.name[:-5] for p in files("mmrl.configs").joinpath("experiment").iterdir() if p.name.endswith(".yaml"))
 
 
-def gap_of(setup: str) -> tuple[float, float]:
-    return evaluate_reference("random", setup=setup), evaluate_reference("oracle", setup=setup)
+def experiment(name: str, *overrides: str) -> TrainConfig:
+    return compose_config([f"experiment={name}", *overrides])
+
+
+def gap_of(config: TrainConfig) -> tuple[float, float]:
+    return reference_return("random", config), reference_return("oracle", config)
 
 
 def share(value: float, gap: tuple[float, float]) -> float:
@@ -22,56 +35,31 @@ def share(value: float, gap: tuple[float, float]) -> float:
     return (value - random) / (oracle - random)
 
 
-@pytest.fixture(scope="module")
-def gap() -> tuple[float, float]:
-    return gap_of("recommend")
+def test_every_experiment_has_a_ci_check() -> None:
+    assert sorted(CI_STEPS) == EXPERIMENTS
 
 
-@pytest.mark.parametrize("setup", [name for name, s in SETUPS.items() if s.ci_steps])
-def test_fused_agent_learns_within_a_ci_budget(setup: str) -> None:
-    gap = gap_of(setup)
-    fused = train_and_evaluate(seed=0, total_timesteps=SETUPS[setup].ci_steps, setup=setup)
-    assert share(fused, gap) >= 0.35, (setup, fused, gap)
+@pytest.mark.parametrize("name", sorted(CI_STEPS))
+def test_fused_agent_learns_within_a_ci_budget(name: str) -> None:
+    config = experiment(name, f"total_timesteps={CI_STEPS[name]}")
+    fused = train_and_evaluate(config)
+    assert share(fused, gap_of(config)) >= 0.35, (name, fused, gap_of(config))
 
 
 @pytest.mark.parametrize("modality", ["image", "text"])
-def test_one_modality_alone_does_not_learn_the_task(modality: str, gap: tuple[float, float]) -> None:
-    ablated = train_and_evaluate(seed=0, total_timesteps=50_000, modalities=(modality,))
-    assert share(ablated, gap) < 0.35, (modality, ablated, gap)
+def test_one_modality_alone_does_not_learn_the_task(modality: str) -> None:
+    config = experiment("recommend", "total_timesteps=50000", f"extractor.modalities=[{modality}]")
+    ablated = train_and_evaluate(config)
+    assert share(ablated, gap_of(config)) < 0.35, (modality, ablated, gap_of(config))
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("setup", list(SETUPS))
-def test_fused_reaches_80_percent_and_ablations_stay_below_35(setup: str) -> None:
-    gap, steps = gap_of(setup), SETUPS[setup].steps
-    fused = train_and_evaluate(seed=0, total_timesteps=steps, setup=setup)
-    assert share(fused, gap) >= 0.80, (setup, fused, gap)
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_fused_reaches_80_percent_and_ablations_stay_below_35(name: str) -> None:
+    config = experiment(name)
+    gap = gap_of(config)
+    fused = train_and_evaluate(config)
+    assert share(fused, gap) >= 0.80, (name, fused, gap)
     for modality in ("image", "text"):
-        ablated = train_and_evaluate(seed=0, total_timesteps=steps, modalities=(modality,), setup=setup)
-        assert share(ablated, gap) < 0.35, (setup, modality, ablated, gap)
-
-
-@pytest.mark.parametrize("setup", list(SETUPS))
-def test_cli_overrides_of_a_setup_give_the_same_configuration(setup: str) -> None:
-    """``SETUPS[setup].cli`` (what README.md gives for ``python -m mmrl.train``) composes to the setup's env
-    options, PPO settings and extractor options, so the CLI runs behind the tables train what the tests train."""
-    from hydra import compose, initialize_config_module
-    from omegaconf import OmegaConf
-
-    from mmrl.configs.schema import register_configs
-    from mmrl.learning import extractor_kwargs
-
-    s = SETUPS[setup]
-    register_configs()
-    with initialize_config_module(config_module="mmrl.configs", version_base=None):
-        cfg = compose(config_name="config", overrides=s.cli)
-    assert cfg.env.id == s.env_id
-    options = OmegaConf.to_container(cfg.env.options)
-    assert {k: options.get(k) for k in s.options} == s.options
-    hyper = OmegaConf.to_container(cfg.algo.hyperparams)
-    assert {k: hyper.get(k) for k in s.ppo} == s.ppo
-    wanted = extractor_kwargs(s.fusion, ("image", "text"), setup)
-    assert cfg.extractor.fusion == s.fusion and tuple(cfg.extractor.image_channels) == tuple(wanted["image_channels"])
-    assert cfg.extractor.text_encoder == wanted["text_encoder"] and cfg.extractor.features_dim == wanted["features_dim"]
-    assert list(cfg.algo.policy_kwargs.net_arch) == [64]
-    assert cfg.total_timesteps == s.steps
+        ablated = train_and_evaluate(experiment(name, f"extractor.modalities=[{modality}]"))
+        assert share(ablated, gap) < 0.35, (name, modality, ablated, gap)
