@@ -13,10 +13,14 @@ import torch
 from torch import Tensor
 
 from mmrl.core.batched_env import BatchedEnv, Info, Observation
+from mmrl.core.planner import RolloutPlanner
 from mmrl.core.policy import ReferencePolicy
 
-#: the names every built-in env answers to (an env may offer more)
+#: the names every built-in env answers to (an env may offer more, e.g. ``planner``, the upper bound, where the
+#: task is sequential enough to need one)
 POLICIES = ("random", "greedy", "oracle")
+#: names of the policy that takes the best expected reward now (``oracle`` is the older name)
+MYOPIC = ("myopic", "oracle")
 
 
 class RandomPolicy:
@@ -57,7 +61,7 @@ class UnknownPolicyError(ValueError, KeyError):
 
 def policy_names(env: BatchedEnv) -> list[str]:
     """The reference policies ``env`` offers."""
-    generic = ["random"] + (["oracle"] if env.value_key is not None else [])
+    generic = ["random"] + (["myopic", "oracle"] if env.value_key is not None else [])
     return list(dict.fromkeys([*generic, *env.reference_policies()]))
 
 
@@ -70,6 +74,12 @@ def make_reference_policy(name: str, env: BatchedEnv, seed: int = 0) -> Referenc
         return own[name](seed)
     if name == "random":
         return RandomPolicy(env, seed)
-    if name == "oracle" and env.value_key is not None:
+    if name in MYOPIC and env.value_key is not None:
         return ArgmaxPolicy(env.value_key)
     raise UnknownPolicyError(f"{type(env).__name__} has no reference policy {name!r}; it offers {policy_names(env)}")
+
+
+__all__ = [
+    "MYOPIC", "POLICIES", "ArgmaxPolicy", "RandomPolicy", "RolloutPlanner", "UnknownPolicyError", "make_reference_policy",
+    "policy_names",
+]

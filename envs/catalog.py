@@ -1,8 +1,10 @@
 """Item catalogues for Recommend: a seeded procedural one, or one loaded from a folder on disk.
 
-An item has a category, a colour, a pattern and a price (its price tier follows from the price).
-Each item has a square RGB thumbnail; the price tier is drawn on every thumbnail as 1-4 pips along
-the top edge, so that the image, and only the image, shows what an item is and what it costs.
+An item has a category, a colour, a pattern and a price (its price tier follows from the price), and
+is genuine or clickbait (flashy, over-promising: Recommend's long-term setting). Each item has a square
+RGB thumbnail; the price tier is drawn on every thumbnail as 1-4 pips along the top edge and a clickbait
+item wears a black-and-white "flash" badge in its bottom-right corner, so that the image, and only the
+image, shows what an item is, what it costs and whether it is clickbait.
 
 A catalogue on disk is a folder with ``items.csv`` (columns ``id, title, category, colour, pattern,
 price, image``; ``image`` is a path relative to the folder) and the images, of any size and format
@@ -53,9 +55,12 @@ class Catalog:
     price: np.ndarray  # float32[I], dollars
     titles: tuple[str, ...]
     thumbnails: np.ndarray  # uint8[I, 3, T, T]
+    clickbait: np.ndarray | None = None  # bool[I]; None: every item is genuine
 
     def __post_init__(self) -> None:
         self.tier = price_tier(self.price)
+        if self.clickbait is None:
+            self.clickbait = np.zeros(len(self.titles), dtype=bool)
 
     @property
     def num_items(self) -> int:
@@ -65,17 +70,18 @@ class Catalog:
     def tile(self) -> int:
         return self.thumbnails.shape[-1]
 
-    def combo_table(self) -> tuple[Tensor, Tensor, Tensor]:
-        """Items by (category, colour): ``table int64[C, K, M]``, ``count int64[C, K]`` and the
-        existing pairs ``int64[P, 2]``. An empty pair falls back to the category's items (or all items),
-        so a draw from the table always yields an item."""
+    def combo_table(self, clickbait: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+        """Genuine items (clickbait ones with ``clickbait``) by (category, colour): ``table int64[C, K, M]``,
+        ``count int64[C, K]`` and the existing pairs ``int64[P, 2]``. An empty pair falls back to the
+        category's items (or all items), so a draw from the table always yields an item."""
         n_cat, n_col = len(self.categories), len(self.colours)
-        buckets = [[np.flatnonzero((self.category == c) & (self.colour == k)) for k in range(n_col)] for c in range(n_cat)]
+        kind = self.clickbait == clickbait
+        buckets = [[np.flatnonzero((self.category == c) & (self.colour == k) & kind) for k in range(n_col)] for c in range(n_cat)]
         pairs = [(c, k) for c in range(n_cat) for k in range(n_col) if len(buckets[c][k])]
         for c in range(n_cat):
             for k in range(n_col):
                 if not len(buckets[c][k]):
-                    fallback = np.flatnonzero(self.category == c)
+                    fallback = np.flatnonzero((self.category == c) & kind)
                     buckets[c][k] = fallback if len(fallback) else np.arange(self.num_items)
         width = max(len(b) for row in buckets for b in row)
         table = np.zeros((n_cat, n_col, width), dtype=np.int64)
@@ -143,23 +149,40 @@ def draw_price_pips(thumbnail: np.ndarray, tier: int) -> None:
         thumbnail[:, 1 : 1 + size, x0 : x0 + size] = 255
 
 
-def draw_item(category: int, colour_rgb: tuple[int, int, int], pattern: int, tier: int, tile: int) -> np.ndarray:
-    """A procedural thumbnail ``uint8[3, T, T]``: shape = category, fill = colour, texture = pattern."""
+def draw_clickbait_badge(thumbnail: np.ndarray) -> None:
+    """Draw the clickbait "flash": a black-and-white checkered square in the bottom-right corner of an RGB
+    ``uint8[3, T, T]`` thumbnail (a texture no item colour or pattern has)."""
+    tile = thumbnail.shape[-1]
+    size = max(4, tile // 4)
+    y, x = np.mgrid[0:size, 0:size]
+    thumbnail[:, tile - size :, tile - size :] = np.where((y + x) % 2 == 0, 255, 0).astype(np.uint8)[None]
+
+
+def draw_item(
+    category: int, colour_rgb: tuple[int, int, int], pattern: int, tier: int, tile: int, clickbait: bool = False
+) -> np.ndarray:
+    """A procedural thumbnail ``uint8[3, T, T]``: shape = category, fill = colour, texture = pattern, pips =
+    price tier, and the flash badge on a clickbait item."""
     shape = _shape_mask(category, tile)
     on = _pattern_mask(pattern, tile)
     rgb = np.asarray(colour_rgb, dtype=np.float32)[:, None, None]
     fill = np.where(on[None], rgb, rgb * 0.4)
     image = np.where(shape[None], fill, np.float32(28.0)).astype(np.uint8)
     draw_price_pips(image, tier)
+    if clickbait:
+        draw_clickbait_badge(image)
     return image
 
 
 # ---------------------------------------------------------------------------- catalogues
 @functools.lru_cache(maxsize=8)
-def procedural_catalog(tile: int, seed: int = 0, num_categories: int = 8, num_colours: int = 8) -> Catalog:
+def procedural_catalog(
+    tile: int, seed: int = 0, num_categories: int = 8, num_colours: int = 8, clickbait: bool = False
+) -> Catalog:
     """Every combination of categories x colours x 4 patterns x 4 price tiers (8 x 8 x 4 x 4 = 1024 items
     by default; fewer categories or colours make an easier task); prices are drawn within their tier
-    from ``seed``. Cached: treat the result as read-only."""
+    from ``seed``. With ``clickbait``, a clickbait twin of every item follows (same attributes and price,
+    the flash badge). Cached: treat the result as read-only."""
     if not 2 <= num_categories <= len(CATEGORIES) or not 2 <= num_colours <= len(COLOURS):
         raise ValueError(
             f"num_categories and num_colours must be in [2, 8]; got {num_categories} and {num_colours}"
@@ -171,7 +194,15 @@ def procedural_catalog(tile: int, seed: int = 0, num_categories: int = 8, num_co
     price = np.round(low + (high - low) * rng.uniform(0.05, 1.0, size=len(grid)), 2).astype(np.float32)
     titles = tuple(f"{PATTERNS[p]} {COLOURS[k]} {CATEGORIES[c]}" for c, k, p in zip(cat, col, pat))
     thumbs = np.stack([draw_item(c, RGB[COLOURS[k]], p, t, tile) for c, k, p, t in grid])
-    return Catalog(CATEGORIES[:num_categories], COLOURS[:num_colours], PATTERNS, cat.astype(np.int64), col.astype(np.int64), pat.astype(np.int64), price, titles, thumbs)
+    flags = np.zeros(len(grid), dtype=bool)
+    if clickbait:
+        twins = np.stack([draw_item(c, RGB[COLOURS[k]], p, t, tile, clickbait=True) for c, k, p, t in grid])
+        cat, col, pat, price = (np.concatenate([a, a]) for a in (cat, col, pat, price))
+        titles, thumbs, flags = titles + tuple(f"{t} (clickbait)" for t in titles), np.concatenate([thumbs, twins]), np.repeat([False, True], len(grid))
+    return Catalog(
+        CATEGORIES[:num_categories], COLOURS[:num_colours], PATTERNS, cat.astype(np.int64), col.astype(np.int64),
+        pat.astype(np.int64), price, titles, thumbs, flags,
+    )
 
 
 def load_catalog(folder: str | Path, tile: int) -> Catalog:

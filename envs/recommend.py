@@ -30,16 +30,40 @@ or, after ``fatigue_limit`` clicks in one category or by chance (``drift_categor
 Patience starts at ``patience`` to ``patience + 2``, drops by 1 per rejected suggestion and regains 1
 per click (up to ``patience + 2``).
 
-**Episode end.** Terminated when patience reaches 0 (the shopper leaves); truncated at ``max_steps``.
+**Long-term setting** (``env=recommend_long``; off by default, where the task is a contextual bandit and
+the myopic policy is optimal). Three mechanisms of RecSim, KuaiSim and SARDINE's kind, each perceivable:
+
+* *clickbait vs genuine* (``clickbait_appeal``): every item has a clickbait twin, the same item with a flash
+  badge in its thumbnail's corner, ``clickbait_appeal`` affinity points more appealing: clicked more often now,
+  then disappointing ("it looked better in the picture"). Each slate shows the 2x2 wish/decoy design twice, once
+  genuine and once clickbait, in shuffled slots, so the wished item is always on offer both ways.
+* *trust* (``trust_levels``, ``trust_weight``, ``betrayal``): a hidden trust level, from 0 to ``trust_levels``,
+  starts in the middle, rises by 1 per genuine click and falls by ``betrayal`` per clickbait click; every level
+  above or below the start adds or takes ``trust_weight`` affinity points from every later item.
+* *retention* (``sessions``, ``session_steps``): an episode spans up to ``sessions`` visits of ``session_steps``
+  steps; when a visit ends (or patience runs out) the shopper comes back with probability
+  ``trust / trust_levels``, with a new wish, fresh patience and a greeting that shows their trust ("back again !
+  your picks were great" or "back , hope you do better this time"); the episode ends when they do not come back.
+
+The myopic policy (``myopic``: the best expected reward now) picks the clickbait twin of the wished item and
+loses the shopper's trust and return visits; ``careful`` (the best genuine item) and ``planner`` (Monte-Carlo
+lookahead on the true state, :class:`~mmrl.core.planner.RolloutPlanner`) keep them. Both modalities stay
+necessary: the wish is only in the text, the items and their badges only in the image.
+
+**Episode end.** Terminated when patience reaches 0 (the shopper leaves; in the long-term setting, when a visit
+ends and the shopper does not come back); truncated at ``max_steps``.
 
 **Info.** ``affinity`` float32[K] (true click probability of each slot of the returned slate),
-``expected_reward`` float32[K], ``item_ids`` int64[K]; about the step just taken: ``clicked``,
-``purchased``, ``revenue``, ``chosen_item``, ``regret`` (best minus chosen expected reward) and
-``end_reason`` (0 running, 1 shopper left, 2 step limit).
+``expected_reward`` float32[K], ``item_ids`` int64[K] (with clickbait also ``clickbait`` bool[K]; in the
+long-term setting ``trust`` and ``session``); about the step just taken: ``clicked``, ``purchased``,
+``revenue``, ``chosen_item``, ``regret`` (best minus chosen expected reward), ``clickbait_click``,
+``returned`` (a visit ended and the shopper came back) and ``end_reason`` (0 running, 1 shopper left,
+2 step limit).
 
 **Arguments.** See :class:`RecommendParams`.
 
-**Version history.** v0: first release.
+**Version history.** v0: first release; the long-term setting's options (off by default: the
+short-term task's episodes and vocabulary are unchanged).
 """
 
 from __future__ import annotations
@@ -58,6 +82,7 @@ from torch import Tensor
 from mmrl.core import rng
 from mmrl.core.batched_env import BatchedEnv, EnvState, Info, Observation, PolicyFactory
 from mmrl.core.params import build_params
+from mmrl.core.planner import RolloutPlanner
 from mmrl.core.renderer import SpriteRenderer
 from mmrl.core.spaces import TextSpace, Vocabulary, image_space
 from mmrl.envs.catalog import TIER_BOUNDS, Catalog, load_catalog, procedural_catalog
@@ -65,6 +90,10 @@ from mmrl.episodes import EpisodeStats
 from mmrl.metrics import TaskMetrics, summarize
 
 REWARD_MODES = ("click", "revenue", "satisfaction")
+#: smallest thumbnail (pixels) that shows 4 price pips, the pattern's texture and the clickbait badge
+MIN_TILE = 12
+#: largest observation image: beyond it the sprite atlas alone takes gigabytes
+MAX_IMAGE_SIZE = 512
 
 
 @dataclass(frozen=True)
@@ -99,12 +128,35 @@ class RecommendParams:
     """Folder of a catalogue on disk (``items.csv`` + images); ``None`` = the procedural catalogue."""
     catalog_seed: int = 0
     """Seed of the procedural catalogue's prices."""
+    clickbait_appeal: int = 0
+    """Long-term setting: affinity bonus of clickbait items (flashy thumbnails, a flash badge, that get clicks
+    now and disappoint). Above 0, every item has a clickbait twin and each slate shows the 2x2 wish/decoy design
+    once genuine and once clickbait; 0: no clickbait items (the short-term task)."""
+    trust_levels: int = 0
+    """Long-term setting: the shopper's trust runs from 0 to ``trust_levels`` (0: no trust dynamics), starts in
+    the middle, rises by 1 per genuine click and falls by ``betrayal`` per clickbait click."""
+    trust_weight: int = 1
+    """Affinity per trust level above (or below) the start: trust scales every future click."""
+    betrayal: int = 2
+    """Trust lost per clickbait click."""
+    sessions: int = 1
+    """Long-term setting: sessions per episode. When a session ends (patience runs out, or ``session_steps``
+    pass) the shopper comes back for the next one with probability ``trust / trust_levels`` (always, without
+    trust dynamics), with a new wish and fresh patience; the episode ends when they do not come back."""
+    session_steps: int = 0
+    """Steps after which a session ends (0: only patience ends it)."""
 
     def __post_init__(self) -> None:
         if not 2 <= self.slate_size <= 16:
             raise ValueError(f"slate_size must be in [2, 16]; got {self.slate_size}")
-        if self.image_size < 16:
-            raise ValueError(f"image_size must be >= 16; got {self.image_size}")
+        if not 16 <= self.image_size <= MAX_IMAGE_SIZE:
+            raise ValueError(f"image_size must be in [16, {MAX_IMAGE_SIZE}]; got {self.image_size}")
+        if self.tile < MIN_TILE:
+            smallest = MIN_TILE * max(self.grid)
+            raise ValueError(
+                f"image_size={self.image_size} with slate_size={self.slate_size} gives {self.tile}-pixel thumbnails, too "
+                f"small to show the price pips, pattern and badge (at least {MIN_TILE} px): use image_size >= {smallest}"
+            )
         if self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1; got {self.max_steps}")
         if self.reward not in REWARD_MODES:
@@ -120,6 +172,18 @@ class RecommendParams:
             raise ValueError("num_categories and num_colours apply to the procedural catalogue only, not to catalog=...")
         if self.fatigue_limit < 1:
             raise ValueError(f"fatigue_limit must be >= 1; got {self.fatigue_limit}")
+        for name in ("clickbait_appeal", "trust_levels", "trust_weight", "betrayal", "session_steps"):
+            if not 0 <= getattr(self, name) <= 100:
+                raise ValueError(f"{name} must be in [0, 100]; got {getattr(self, name)}")
+        if not 1 <= self.sessions <= 100:
+            raise ValueError(f"sessions must be in [1, 100]; got {self.sessions}")
+        if self.clickbait_appeal and self.catalog is not None:
+            raise ValueError("clickbait_appeal needs the procedural catalogue (a catalogue on disk has no clickbait twins)")
+
+    @property
+    def long_term(self) -> bool:
+        """Whether any long-term mechanism (clickbait, trust, several sessions) is on."""
+        return bool(self.clickbait_appeal or self.trust_levels or self.sessions > 1 or self.session_steps)
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -144,6 +208,10 @@ class Intent(IntEnum):
     WRONG_CATEGORY = 5
     WRONG_COLOUR = 6
     MEH = 7
+    # long-term setting only
+    DISAPPOINTED = 8  # clicked a clickbait item
+    BACK_HAPPY = 9  # a new session, trust at or above the start
+    BACK_WARY = 10  # a new session, trust below the start
 
 
 # Three phrasings per intent; {colour}, {category}, {budget} are filled from the current wish.
@@ -164,7 +232,15 @@ FEEDBACK = {
     Intent.WRONG_CATEGORY: ("that is not what i asked for", "no , wrong kind of item", "not what i need"),
     Intent.WRONG_COLOUR: ("not my colour", "wrong colour", "i do not like that colour"),
     Intent.MEH: ("hmm , not quite", "meh , not for me", "not really"),
+    Intent.DISAPPOINTED: (
+        "hmm , it looked better in the picture",
+        "cheap quality , not what the photo showed",
+        "meh , that one was a letdown",
+    ),
+    Intent.BACK_HAPPY: ("back again ! your picks were great", "hi again , loved my last order", "i am back , you have good taste"),
+    Intent.BACK_WARY: ("back , hope you do better this time", "hi again , last time was a letdown", "i am back , not sure about your picks"),
 }
+_LONG_TERM_INTENTS = (Intent.DISAPPOINTED, Intent.BACK_HAPPY, Intent.BACK_WARY)
 REQUESTS = (
     "i want a {colour} {category} under {budget} dollars",
     "show me a {colour} {category} , at most {budget} dollars",
@@ -195,12 +271,18 @@ class RecommendState(EnvState):
     last_reward: Tensor  # float32[B]
     slot_click: Tensor  # float32[B, K], true click probability of each slot of ``slate``
     slot_value: Tensor  # float32[B, K], expected reward of each slot of ``slate``
+    trust: Tensor  # int64[B], 0 .. trust_levels (constant without trust dynamics)
+    session: Tensor  # int64[B], 0-based index of the current session
+    session_elapsed: Tensor  # int64[B], steps taken in the current session
 
 
 # ---------------------------------------------------------------------------- task metrics
 def _task_metrics(stats: EpisodeStats) -> dict[str, object]:
     steps = float(stats.lengths.sum())
+    clicks = float(stats.sums["clicked"].sum())
     return {
+        "sessions_per_episode": summarize(1 + stats.sums["returned"]),
+        "clickbait_share_of_clicks": float(stats.sums["clickbait_click"].sum() / clicks) if clicks else 0.0,
         "click_through_rate": float(stats.sums["clicked"].sum() / steps),
         "clicks_per_episode": summarize(stats.sums["clicked"]),
         "purchases_per_episode": summarize(stats.sums["purchased"]),
@@ -212,7 +294,7 @@ def _task_metrics(stats: EpisodeStats) -> dict[str, object]:
 
 
 TASK_METRICS = TaskMetrics(
-    sum_keys=("clicked", "purchased", "revenue", "regret"),
+    sum_keys=("clicked", "purchased", "revenue", "regret", "returned", "clickbait_click"),
     compute=_task_metrics,
     labels={
         "click_through_rate": "click-through rate (clicks / steps)",
@@ -222,6 +304,8 @@ TASK_METRICS = TaskMetrics(
         "session_length": "session length (steps)",
         "regret_vs_oracle": "regret vs oracle per session (sum of expected-reward gaps)",
         "regret_per_step": "regret vs oracle per step",
+        "sessions_per_episode": "sessions per episode (the shopper came back)",
+        "clickbait_share_of_clicks": "share of clicks on clickbait items",
     },
 )
 
@@ -239,15 +323,19 @@ class Recommend(BatchedEnv[RecommendState]):
         self.params = build_params(RecommendParams, params, env_name="Recommend")
         p = self.params
         self.catalog: Catalog = (
-            procedural_catalog(p.tile, p.catalog_seed, p.num_categories, p.num_colours)
+            procedural_catalog(p.tile, p.catalog_seed, p.num_categories, p.num_colours, clickbait=p.clickbait_appeal > 0)
             if p.catalog is None
             else load_catalog(p.catalog, p.tile)
         )
         cat = self.catalog
         self.max_episode_steps = p.max_steps
-        words = [w for text in (*sum(FEEDBACK.values(), ()), *REQUESTS) for w in text.split() if w not in _SLOTS]
+        # the long-term setting's phrases come last, so the short-term task keeps its vocabulary
+        self._intents = [i for i in Intent if p.long_term or i not in _LONG_TERM_INTENTS]
+        short = [FEEDBACK[i] for i in Intent if i not in _LONG_TERM_INTENTS]
+        words = [w for text in (*sum(short, ()), *REQUESTS) for w in text.split() if w not in _SLOTS]
         budget_words = [str(b) for b in TIER_BOUNDS]
-        self.vocabulary = Vocabulary([*words, *cat.categories, *cat.colours, *budget_words])
+        long_words = [w for i in self._intents if i in _LONG_TERM_INTENTS for text in FEEDBACK[i] for w in text.split()]
+        self.vocabulary = Vocabulary([*words, *cat.categories, *cat.colours, *budget_words, *long_words])
         self.single_observation_space = spaces.Dict(
             {"image": image_space(p.image_size, p.image_size), "text": TextSpace(self.vocabulary, p.max_text_length)}
         )
@@ -259,15 +347,27 @@ class Recommend(BatchedEnv[RecommendState]):
         self._item_pattern = torch.as_tensor(cat.pattern, device=dev)
         self._item_tier = torch.as_tensor(cat.tier, device=dev)
         self._item_price = torch.as_tensor(cat.price, device=dev)
+        self._item_clickbait = torch.as_tensor(cat.clickbait, device=dev)
         self._item_attributes = torch.stack(
             [self._item_category, self._item_colour, self._item_pattern, self._item_tier], dim=1
         )
         self._affinity_weights = torch.tensor([_W_CATEGORY, _W_COLOUR, _W_PATTERN, 0], device=dev)
         table, count, pairs = cat.combo_table()
+        if p.clickbait_appeal:  # a third index: 0 genuine, 1 clickbait
+            twin_table, twin_count, _ = cat.combo_table(clickbait=True)
+            width = max(table.shape[2], twin_table.shape[2])
+            table = torch.stack([torch.nn.functional.pad(t, (0, width - t.shape[2])) for t in (table, twin_table)], dim=2)
+            count = torch.stack([count, twin_count], dim=2)
         self._combo_table, self._combo_count, self._pairs = table.to(dev), count.to(dev), pairs.to(dev)
         self._n_categories, self._n_colours = len(cat.categories), len(cat.colours)
-        a = torch.arange(_A_MIN, _A_MAX + 1, dtype=torch.float64)
+        self._trust_start = p.trust_levels // 2
+        self._a_min = _A_MIN - p.trust_weight * self._trust_start
+        self._a_max = _A_MAX + p.clickbait_appeal + p.trust_weight * (p.trust_levels - self._trust_start)
+        a = torch.arange(self._a_min, self._a_max + 1, dtype=torch.float64)
         self._click_table = torch.sigmoid(0.75 * (a - 7)).to(torch.float32).to(dev)
+        # the long-term slate: the 2x2 design once genuine (slots 0-3 of the plan) and once clickbait (4-7)
+        plan = torch.arange(8, device=dev)
+        self._twin_cell, self._twin_quality = plan % 4, plan // 4
         self._text_table = self._build_text_table().to(dev)
         self._orders = torch.tensor(list(itertools.permutations(range(4))), dtype=torch.int64, device=dev)
         self._category_word = torch.tensor([self.vocabulary.id(w) for w in cat.categories], device=dev)
@@ -280,16 +380,20 @@ class Recommend(BatchedEnv[RecommendState]):
         self._blank_cells = torch.full((1, rows * cols - p.slate_size), cat.num_items, dtype=torch.int64, device=dev)
         k = p.slate_size
         # a slate: the decoys and the order of the 2x2 design, three unused draws, the cells of the slots past
-        # the fourth, and the item of each slot
+        # the fourth, and the item of each slot; with clickbait, the order of the 8 genuine/clickbait slots and
+        # the quality of the slots past the eighth
+        twins = bool(p.clickbait_appeal)
         self._slate_draws = rng.Draws(
             decoy_category=1, decoy_colour=1, order=1, unused=rng.Block(3), extra_cells=rng.Block(max(0, k - 4)),
-            item=rng.Block(k),
+            item=rng.Block(k), twin_order=rng.Block(8 if twins else 0), extra_quality=rng.Block(max(0, k - 8) if twins else 0),
         )  # fmt: skip
         slate, text = rng.Block(self._slate_draws.count), rng.Block(2)
         self._reset_draws = rng.Draws(wish=1, budget=1, pattern=1, patience=1, slate=slate, text=text)
+        long_term = rng.Block(3 if p.long_term else 0)  # come back?, the next session's wish and patience
         self._step_draws = rng.Draws(
-            click=1, purchase=1, drift_category=1, drift_colour=1, new_category=1, new_colour=1, slate=slate, text=text
-        )
+            click=1, purchase=1, drift_category=1, drift_colour=1, new_category=1, new_colour=1, slate=slate, text=text,
+            session=long_term,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ text
     def _build_text_table(self) -> Tensor:
@@ -301,7 +405,7 @@ class Recommend(BatchedEnv[RecommendState]):
             return [_SLOTS[w] if w in _SLOTS else self.vocabulary.id(w) for w in text.split()]
 
         table = []
-        for intent in Intent:
+        for intent in self._intents:
             for feedback in FEEDBACK[intent]:
                 row = []
                 for request in REQUESTS:
@@ -325,18 +429,31 @@ class Recommend(BatchedEnv[RecommendState]):
     # ------------------------------------------------------------------ slates
     def _draw_slate(self, u: Tensor, want_category: Tensor, want_colour: Tensor) -> Tensor:
         """int64[B, K] item ids: a shuffled 2x2 design of {wished, decoy} category x {wished, decoy} colour
-        (extra slots draw a random cell of the design), each slot a random item of its cell.
+        (extra slots draw a random cell of the design), each slot a random item of its cell. With clickbait, the
+        design appears twice in the first 8 slots (shuffled together), once genuine and once clickbait, so the
+        wished item is always on offer both ways; slots past the eighth draw a cell and a quality.
 
         :param u: the slate's uniforms, laid out as ``self._slate_draws``."""
         k, d = self.params.slate_size, self._slate_draws
         decoy_category = (want_category + 1 + rng.randint(u[:, d.decoy_category], self._n_categories - 1)) % self._n_categories
         decoy_colour = (want_colour + 1 + rng.randint(u[:, d.decoy_colour], self._n_colours - 1)) % self._n_colours
-        cells = self._orders[rng.randint(u[:, d.order], self._orders.shape[0])]  # a random order of the 4 cells
-        if k > 4:
-            cells = torch.cat([cells, rng.randint(u[:, d.extra_cells], 4)], dim=1)
-        cells = cells[:, :k]
+        if self.params.clickbait_appeal:
+            order = u[:, d.twin_order].argsort(dim=1)  # a random order of the 8 (cell, quality) slots
+            cells, quality = self._twin_cell[order], self._twin_quality[order]
+            if k > 8:
+                cells = torch.cat([cells, rng.randint(u[:, d.extra_cells][:, : k - 8], 4)], dim=1)
+                quality = torch.cat([quality, rng.randint(u[:, d.extra_quality], 2)], dim=1)
+            cells, quality = cells[:, :k], quality[:, :k]
+        else:
+            cells = self._orders[rng.randint(u[:, d.order], self._orders.shape[0])]  # a random order of the 4 cells
+            if k > 4:
+                cells = torch.cat([cells, rng.randint(u[:, d.extra_cells], 4)], dim=1)
+            cells = cells[:, :k]
         category = torch.where((cells & 1).bool(), decoy_category[:, None], want_category[:, None])
         colour = torch.where((cells & 2).bool(), decoy_colour[:, None], want_colour[:, None])
+        if self.params.clickbait_appeal:
+            pick = rng.randint(u[:, d.item], self._combo_count[category, colour, quality])
+            return self._combo_table[category, colour, quality, pick]
         pick = rng.randint(u[:, d.item], self._combo_count[category, colour])
         return self._combo_table[category, colour, pick]
 
@@ -349,6 +466,11 @@ class Recommend(BatchedEnv[RecommendState]):
         a = (same.to(torch.int64) * self._affinity_weights).sum(dim=2)
         a -= (attributes[:, :, 3] > state.budget[:, None]) * _W_BUDGET
         a -= (attributes[:, :, 0] == state.last_category[:, None]) * state.fatigue[:, None]
+        p = self.params
+        if p.clickbait_appeal:
+            a += self._item_clickbait[items] * p.clickbait_appeal
+        if p.trust_levels:
+            a += (p.trust_weight * (state.trust - self._trust_start))[:, None]
         return a
 
     def _reward(self, click: Tensor, purchase: Tensor, price: Tensor, leaves_if_rejected: Tensor) -> Tensor:
@@ -365,8 +487,8 @@ class Recommend(BatchedEnv[RecommendState]):
     def _with_slot_values(self, state: RecommendState) -> RecommendState:
         """A copy of ``state`` with the click probability and expected reward of every slot of its slate."""
         items = state.slate
-        a = self._affinity(state, items).clamp_(_A_MIN, _A_MAX)
-        p_click = self._click_table[a - _A_MIN]
+        a = self._affinity(state, items).clamp_(self._a_min, self._a_max)
+        p_click = self._click_table[a - self._a_min]
         affordable = self._item_tier[items] <= state.budget[:, None]
         p_purchase = p_click * affordable * self.params.purchase_prob
         leaves = (state.patience == 1)[:, None]
@@ -401,6 +523,9 @@ class Recommend(BatchedEnv[RecommendState]):
             last_reward=torch.zeros(batch, dtype=torch.float32, device=self.device),
             slot_click=values,
             slot_value=values,
+            trust=torch.full_like(budget, self._trust_start),
+            session=torch.zeros_like(budget),
+            session_elapsed=torch.zeros_like(budget),
         )
         return self._with_slot_values(state)
 
@@ -448,6 +573,30 @@ class Recommend(BatchedEnv[RecommendState]):
                 ),
             ),
         )
+        clickbait_click = clicked & self._item_clickbait[chosen]
+        trust, session, session_elapsed = state.trust, state.session, state.session_elapsed + 1
+        returned = torch.zeros_like(clicked)
+        if p.long_term:
+            if p.trust_levels:  # a genuine click earns trust, a clickbait click betrays it
+                gained = torch.where(clickbait_click, -p.betrayal, 1) * clicked
+                trust = (state.trust + gained).clamp(0, p.trust_levels)
+            session_over = left | (session_elapsed >= p.session_steps) if p.session_steps else left
+            draw = u[:, d.session]
+            # comes back with probability trust / trust_levels (always without trust dynamics)
+            back = draw[:, 0] * p.trust_levels < trust if p.trust_levels else torch.ones_like(left)
+            returned = session_over & (state.session + 1 < p.sessions) & back
+            left = session_over & ~returned
+            # the next session: a new wish, fresh patience, no fatigue, a greeting that shows the trust
+            wish = self._pairs[rng.randint(draw[:, 1], self._pairs.shape[0])]
+            want_category = torch.where(returned, wish[:, 0], want_category)
+            want_colour = torch.where(returned, wish[:, 1], want_colour)
+            patience = torch.where(returned, p.patience + rng.randint(draw[:, 2], 3), patience)
+            fatigue = torch.where(returned, 0, fatigue)
+            last_category = torch.where(returned, -1, last_category)
+            session = state.session + returned.to(torch.int64)
+            session_elapsed = torch.where(returned, 0, session_elapsed)
+            greeting = torch.where(trust >= self._trust_start, Intent.BACK_HAPPY, Intent.BACK_WARY)
+            intent = torch.where(returned, greeting, torch.where(clickbait_click, Intent.DISAPPOINTED, intent))
         slate = self._draw_slate(u[:, d.slate], want_category, want_colour)
         text = self._utterance(intent, u[:, d.text], want_category, want_colour, state.budget)
         next_state = dataclasses.replace(
@@ -461,6 +610,9 @@ class Recommend(BatchedEnv[RecommendState]):
             text=text,
             last_action=actions.clone(),
             last_reward=reward.clone(),
+            trust=trust,
+            session=session,
+            session_elapsed=session_elapsed,
         )
         info = {
             "clicked": clicked,
@@ -468,6 +620,8 @@ class Recommend(BatchedEnv[RecommendState]):
             "revenue": revenue,
             "chosen_item": chosen,
             "regret": regret,
+            "clickbait_click": clickbait_click,
+            "returned": returned,
             "end_reason": left.to(torch.int64),  # 1: the shopper left (the engine marks the step limit)
         }
         return self._with_slot_values(next_state), reward, left, info
@@ -479,7 +633,12 @@ class Recommend(BatchedEnv[RecommendState]):
         return {"image": self.renderer.render(cells), "text": state.text.clone()}
 
     def _decision_info(self, state: RecommendState) -> dict[str, Tensor]:
-        return {"affinity": state.slot_click.clone(), "expected_reward": state.slot_value.clone(), "item_ids": state.slate.clone()}
+        info = {"affinity": state.slot_click.clone(), "expected_reward": state.slot_value.clone(), "item_ids": state.slate.clone()}
+        if self.params.clickbait_appeal:
+            info["clickbait"] = self._item_clickbait[state.slate]
+        if self.params.long_term:
+            info["trust"], info["session"] = state.trust.clone(), state.session.clone()
+        return info
 
     # ------------------------------------------------------------------ rendering
     def slot_box(self, slot: int, scale: int = 1) -> tuple[int, int, int, int]:
@@ -493,23 +652,52 @@ class Recommend(BatchedEnv[RecommendState]):
         return x0 * scale, y0 * scale, (x0 + tile) * scale, (y0 + tile) * scale
 
     def reference_policies(self) -> dict[str, PolicyFactory]:
-        """``greedy``: :class:`GreedyRecommender`; ``oracle`` (generic) is the argmax of ``expected_reward``."""
-        return {"greedy": lambda seed: GreedyRecommender(self)}
+        """``greedy``: :class:`GreedyRecommender`; ``myopic``/``oracle`` (generic) take the argmax of
+        ``expected_reward``. With clickbait, ``careful``: the best expected reward among genuine items. In the
+        long-term setting, ``planner``: :class:`~mmrl.core.planner.RolloutPlanner` over ``careful`` (or the myopic
+        policy without clickbait), the upper bound of the learning tables."""
+        policies: dict[str, PolicyFactory] = {"greedy": lambda seed: GreedyRecommender(self)}
+        if self.params.clickbait_appeal:
+            policies["careful"] = lambda seed: CarefulRecommender()
+        if self.params.long_term:
+            base = CarefulRecommender.choose if self.params.clickbait_appeal else None
+            policies["planner"] = lambda seed: RolloutPlanner(self, base=base)
+        return policies
 
     def describe_action(self, action: int) -> str:
         return f"slot {action}"
 
     def _frame_lines(self, state: RecommendState, index: int) -> list[str]:
-        """Text panel of the replay frame: the utterance, the step and return, the last outcome."""
+        """Text panel of the replay frame: the utterance, the step and return, the last outcome (and, in the
+        long-term setting, the visit and the hidden trust)."""
         last = int(state.last_action[0])
-        return [
+        lines = [
             f'"{self.decode(state.text[0])}"',
             f"step {int(state.elapsed[0])}/{self.max_episode_steps}   return {float(self.episode_return[index]):.2f}",
             "start of session" if last < 0 else f"last: slot {last}, reward {float(state.last_reward[0]):.2f}",
         ]
+        if self.params.long_term:
+            lines.append(f"visit {int(state.session[0]) + 1}/{self.params.sessions}   trust {int(state.trust[0])}/{self.params.trust_levels}")
+        return lines
 
 
-# ---------------------------------------------------------------------------- reference policy
+# ---------------------------------------------------------------------------- reference policies
+class CarefulRecommender:
+    """The myopic choice among genuine items: the slot of the highest expected reward that is not clickbait
+    (``info["clickbait"]``), which keeps the shopper's trust; the base policy of the long-term planner."""
+
+    @staticmethod
+    def choose(info: Info) -> Tensor:
+        value = info["expected_reward"]
+        return torch.where(info["clickbait"], torch.finfo(value.dtype).min, value).argmax(dim=1)
+
+    def act(self, obs: Observation, info: Info) -> Tensor:
+        return self.choose(info)
+
+    def update(self, info: Info, done: Tensor) -> None:
+        pass
+
+
 class GreedyRecommender:
     """A myopic content-based recommender: the item most like the last one clicked.
 
