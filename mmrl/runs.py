@@ -27,6 +27,10 @@ NAME_MAX = 255
 _SUFFIX_ROOM = 8
 
 
+#: algorithm names of runs saved when the device-resident agents were algorithms of their own
+_FORMER_ALGO_NAMES = {"ppo_fast": "ppo", "dqn_fast": "dqn"}
+
+
 class RunDirError(ValueError):
     """A folder that is not a usable run directory; the message names the path and what is wrong."""
 
@@ -141,6 +145,9 @@ def load_run_config(run_dir: str | os.PathLike[str], required: tuple[str, ...] =
     missing = [key for key in required if _select(config, key) is None]
     if missing:
         raise RunDirError(f"{path} is corrupt or not a training config: no {', '.join(missing)}")
+    algo = config.get("algo")
+    if isinstance(algo, dict) and algo.get("name") in _FORMER_ALGO_NAMES:  # runs saved before algo.device_resident
+        config["algo"] = {**algo, "name": _FORMER_ALGO_NAMES[algo["name"]], "device_resident": True}
     return config
 
 

@@ -435,7 +435,8 @@ def print_summary(summary: dict[str, Any]) -> None:
     steps = f"{summary['total_timesteps']:,}"
     if summary["resumed_from"] is not None:
         steps += f" (resumed from {summary['resumed_from']:,})"
-    table.add_row("run", f"{summary['env']}  {summary['algo']} + {summary['fusion']}  seed {summary['seed']}  on {summary['device']}")
+    algo = summary["algo"] + (" (device-resident)" if summary["device_resident"] else "")
+    table.add_row("run", f"{summary['env']}  {algo} + {summary['fusion']}  seed {summary['seed']}  on {summary['device']}")
     table.add_row("steps", steps)
     table.add_row("wall time", f"{summary['wall_time_s']:.1f} s  ({summary['fps'] or 0:,.0f} fps)")
     table.add_row(f"eval return ({summary['eval_episodes']} episodes)", f"final {summary['final_return']:.2f}   best {summary['best_return']:.2f} (step {summary['best_step']:,})")
