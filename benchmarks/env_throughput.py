@@ -13,7 +13,8 @@ Everything is measured in this one run on this machine, and the ratios are print
   median ratio: on a shared machine whose speed drifts, separate measurements minutes apart can
   disagree by 2x, alternating windows do not.
 
-Usage: ``python benchmarks/env_throughput.py [--env mmrl/Recommend-v0] [--device cpu] [--seconds 2]``
+Usage: ``python benchmarks/env_throughput.py [--env mmrl/Recommend-v0 | --config recommend_long] [--device cpu] [--seconds 2]``
+(``--config`` takes the env id and options of ``configs/env/<name>.yaml``, as ``python -m mmrl.train env=<name>``).
 """
 
 from __future__ import annotations
@@ -72,9 +73,13 @@ def paired_ratio(
     return statistics.median(ratios)
 
 
+#: the env's options (``--config``), for every env this script builds
+OPTIONS: dict = {}
+
+
 def batched_env(env_id: str, num_envs: int, device: str, compile: bool = False) -> Callable[[int], None]:
     """A step function of a reset batched env (compiled and warmed up when ``compile``)."""
-    env = mmrl.make_batched(env_id, num_envs=num_envs, device=device, compile=compile)
+    env = mmrl.make_batched(env_id, num_envs=num_envs, device=device, compile=compile, **OPTIONS)
     env.reset(seed=0)
     actions = torch.randint(env.single_action_space.n, (64, num_envs), device=device)
     if compile:  # compile every graph (full-batch step, sub-batch resets of several sizes) before timing
@@ -94,7 +99,7 @@ def batched_rate(
 
 
 def sync_vector_rate(env_id: str, num_envs: int, seconds: float) -> float:
-    venv = gym.vector.SyncVectorEnv([lambda: gym.make(env_id) for _ in range(num_envs)])
+    venv = gym.vector.SyncVectorEnv([lambda: gym.make(env_id, **OPTIONS) for _ in range(num_envs)])
     venv.reset(seed=0)
     venv.action_space.seed(0)
     actions = [venv.action_space.sample() for _ in range(64)]
@@ -122,7 +127,7 @@ def minigrid_rate(seconds: float) -> float | None:
 def copy_bounds(env_id: str, num_envs: int, device: str, seconds: float, sync: Callable[[], None]) -> tuple[float, float, int]:
     """Observations/s of copying the observation bytes into a preallocated buffer (the strict bound), and of
     copying them into fresh memory (``clone``: what an env that hands out new observations must at least do)."""
-    space = gym.make(env_id).observation_space
+    space = gym.make(env_id, **OPTIONS).observation_space
     nbytes = sum(int(np.prod(s.shape)) * np.dtype(s.dtype).itemsize for s in space.spaces.values())
     src = torch.randint(0, 255, (num_envs, nbytes), dtype=torch.uint8, device=device)
     dst = torch.empty_like(src)
@@ -134,17 +139,26 @@ def copy_bounds(env_id: str, num_envs: int, device: str, seconds: float, sync: C
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--env", default="mmrl/Recommend-v0")
+    parser.add_argument("--config", help="an env config of configs/env/ (its id and options; overrides --env)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 64, 1024, 4096])
     parser.add_argument("--seconds", type=float, default=2.0, help="timed seconds per measurement")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on 2 cores)")
     parser.add_argument("--no-compile", action="store_true", help="skip the compile=True measurement")
     args = parser.parse_args()
+    if args.config:
+        from importlib.resources import files
+
+        import yaml
+
+        config = yaml.safe_load(files("mmrl.configs").joinpath("env", f"{args.config}.yaml").read_text(encoding="utf-8"))
+        args.env = config["id"]
+        OPTIONS.update(config.get("options") or {})
     retain_freed_memory()  # every step allocates fresh observations: keep freed pages (no page faults)
     torch.set_num_threads(args.threads)
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
 
-    print(f"# {args.env} on {args.device}; torch {torch.__version__}, {torch.get_num_threads()} thread(s); "
+    print(f"# {args.env} {OPTIONS or ''} on {args.device}; torch {torch.__version__}, {torch.get_num_threads()} thread(s); "
           f"{platform.processor() or platform.machine()}; {time.strftime('%Y-%m-%d')}")
     rows: list[tuple[str, float]] = []
     batched = {}
@@ -170,7 +184,7 @@ def main() -> None:
     for name, value in rows:
         print(f"{name:<{width}}  {value:>12,.0f}")
     # the copy-bound ratios again, each from alternating windows of the env and the copy (robust to drift)
-    space = gym.make(args.env).observation_space
+    space = gym.make(args.env, **OPTIONS).observation_space
     nbytes = sum(int(np.prod(s.shape)) * np.dtype(s.dtype).itemsize for s in space.spaces.values())
     src = torch.randint(0, 255, (reference_n, nbytes), dtype=torch.uint8, device=args.device)
     dst = torch.empty_like(src)

@@ -86,7 +86,7 @@ from mmrl.core import rng
 from mmrl.core.batched_env import BatchedEnv, EnvState, Info, Observation, PolicyFactory
 from mmrl.core.params import build_params
 from mmrl.core.renderer import BlockPaster, SpriteRenderer
-from mmrl.core.spaces import TextSpace, Vocabulary, image_space
+from mmrl.core.spaces import MAX_IMAGE_SIZE, TextSpace, Vocabulary, image_space
 from mmrl.envs.sprites import SCAN_FINDINGS, scan_atlas
 from mmrl.episodes import EpisodeStats
 from mmrl.metrics import TaskMetrics, summarize
@@ -209,8 +209,8 @@ class DiagnoseParams:
                 raise ValueError(f"{name} must be a probability in [0, 1]; got {getattr(self, name)}")
         if not 0.0 <= self.test_cost <= 1.0:
             raise ValueError(f"test_cost must be in [0, 1]; got {self.test_cost}")
-        if self.image_size < 4 * GRID:
-            raise ValueError(f"image_size must be >= {4 * GRID}; got {self.image_size}")
+        if not 4 * GRID <= self.image_size <= MAX_IMAGE_SIZE:
+            raise ValueError(f"image_size must be >= {4 * GRID} and <= {MAX_IMAGE_SIZE}; got {self.image_size}")
         if self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1; got {self.max_steps}")
         if self.max_text_length < 1:

@@ -71,7 +71,7 @@ from mmrl.core import rng
 from mmrl.core.batched_env import BatchedEnv, EnvState, Info, Observation, PolicyFactory
 from mmrl.core.params import build_params
 from mmrl.core.renderer import SpriteRenderer
-from mmrl.core.spaces import TextSpace, Vocabulary, image_space
+from mmrl.core.spaces import MAX_IMAGE_SIZE, TextSpace, Vocabulary, image_space
 from mmrl.envs.sprites import GRID_COLOURS, GRID_KINDS, grid_atlas
 from mmrl.episodes import EpisodeStats
 from mmrl.metrics import TaskMetrics, summarize
@@ -166,6 +166,8 @@ class NavigateParams:
             raise ValueError(f"mission must be one of {list(MISSIONS)}; got {self.mission!r}")
         if self.view not in VIEWS:
             raise ValueError(f"view must be one of {list(VIEWS)}; got {self.view!r}")
+        if self.image_size > MAX_IMAGE_SIZE:
+            raise ValueError(f"image_size must be <= {MAX_IMAGE_SIZE}; got {self.image_size}")
         if self.image_size < 4 * self.view_size:
             raise ValueError(
                 f"image_size must be >= {4 * self.view_size} (4 pixels per cell of the {self.view_size}x{self.view_size} "

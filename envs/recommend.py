@@ -84,7 +84,7 @@ from mmrl.core.batched_env import BatchedEnv, EnvState, Info, Observation, Polic
 from mmrl.core.params import build_params
 from mmrl.core.planner import RolloutPlanner
 from mmrl.core.renderer import SpriteRenderer
-from mmrl.core.spaces import TextSpace, Vocabulary, image_space
+from mmrl.core.spaces import MAX_IMAGE_SIZE, TextSpace, Vocabulary, image_space
 from mmrl.envs.catalog import TIER_BOUNDS, Catalog, load_catalog, procedural_catalog
 from mmrl.episodes import EpisodeStats
 from mmrl.metrics import TaskMetrics, summarize
@@ -92,8 +92,6 @@ from mmrl.metrics import TaskMetrics, summarize
 REWARD_MODES = ("click", "revenue", "satisfaction")
 #: smallest thumbnail (pixels) that shows 4 price pips, the pattern's texture and the clickbait badge
 MIN_TILE = 12
-#: largest observation image: beyond it the sprite atlas alone takes gigabytes
-MAX_IMAGE_SIZE = 512
 
 
 @dataclass(frozen=True)

@@ -268,7 +268,8 @@ def test_text_is_the_history_in_many_phrasings() -> None:
         (dict(patients=0), r"patients must be >= 1; got 0"),
         (dict(blood_accuracy=1.5), r"blood_accuracy must be a probability in \[0, 1\]; got 1.5"),
         (dict(test_cost=-0.1), r"test_cost must be in \[0, 1\]; got -0.1"),
-        (dict(image_size=16), r"image_size must be >= 32; got 16"),
+        (dict(image_size=16), r"image_size must be >= 32 and <= 512; got 16"),
+        (dict(image_size=4096), r"image_size must be >= 32 and <= 512; got 4096"),
         (dict(max_text_length=10), r"max_text_length=10 is too short"),
     ],
 )

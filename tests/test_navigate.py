@@ -299,6 +299,7 @@ def test_options_change_the_room_and_the_image() -> None:
         (dict(num_colours=9), r"num_colours must be in \[2, 8\]; got 9"),
         (dict(mission="fly"), r"mission must be one of \['goto', 'pickup', 'mixed'\]; got 'fly'"),
         (dict(image_size=20), r"image_size must be >= 32 .*got 20"),
+        (dict(image_size=1024), r"image_size must be <= 512; got 1024"),
         (dict(view="first_person"), r"view must be one of \['top_down', 'egocentric'\]; got 'first_person'"),
         (dict(view="egocentric", image_size=48), r"image_size must be >= 52 \(4 pixels per cell of the 13x13 egocentric view\); got 48"),
         (dict(max_steps=0), r"max_steps must be >= 1; got 0"),

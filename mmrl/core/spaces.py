@@ -111,6 +111,10 @@ class TextSpace(spaces.Box):
     __hash__ = None  # type: ignore[assignment]
 
 
+#: the largest observation image side an env accepts: past it, pre-rendered sprite tables alone take gigabytes
+MAX_IMAGE_SIZE = 512
+
+
 def image_space(height: int, width: int) -> spaces.Box:
     """A channel-first RGB image space ``uint8[3, H, W]`` (SB3 recognises it as an image)."""
     return spaces.Box(low=0, high=255, shape=(3, height, width), dtype=np.uint8)
