@@ -2,9 +2,10 @@
 
 Reads every ``summary.json`` (and the ``config.yaml`` beside it) under the given folders, e.g. the
 output of a Hydra multirun over seeds, fusions and ``extractor.modalities``, and prints per env:
-random, each image-only / text-only / fused row, oracle, as mean ± std over seeds of the final
-evaluation return, with each row's share of the random→oracle gap. Random and oracle come from the
-runs' own evaluations (the same held-out episodes as the agents). Example::
+random, each image-only / text-only / fused row, the myopic oracle and, where the env has one, the
+planner, as mean ± std and 95% interval over seeds of the final evaluation return, with each row's share
+of the random→planner gap (random→oracle where there is no planner). The references come from the runs'
+own evaluations (the same held-out episodes as the agents). Example::
 
     python -m mmrl.train --multirun seed=0,1,2 extractor=film,concat,gated,cross_attention
     python -m mmrl.train --multirun seed=0,1,2 extractor=film extractor.modalities=[image],[text]
@@ -24,6 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from mmrl.metrics import summarize
 from mmrl.runs import CONFIG_FILE, SUMMARY_FILE, load_run_config
 
 
@@ -39,6 +43,7 @@ class RunResult:
     random_return: float
     oracle_return: float | None
     path: Path
+    planner_return: float | None = None
 
 
 def row_label(fusion: str, modalities: list[str]) -> str:
@@ -77,6 +82,7 @@ def load_run(summary_path: Path) -> RunResult:
         random_return=float(summary["random_return"]),
         oracle_return=None if summary.get("oracle_return") is None else float(summary["oracle_return"]),
         path=summary_path.parent,
+        planner_return=None if summary.get("planner_return") is None else float(summary["planner_return"]),
     )
 
 
@@ -105,7 +111,10 @@ def modality_tables(runs: list[RunResult]) -> list[dict[str, Any]]:
         random_return = statistics.mean(r.random_return for r in members)
         oracles = [r.oracle_return for r in members if r.oracle_return is not None]
         oracle = statistics.mean(oracles) if oracles else None
-        gap = None if oracle is None or oracle == random_return else oracle - random_return
+        planners = [r.planner_return for r in members if r.planner_return is not None]
+        planner = statistics.mean(planners) if planners else None
+        reference = planner if planner is not None else oracle
+        gap = None if reference is None or reference == random_return else reference - random_return
         by_row: dict[str, list[RunResult]] = defaultdict(list)
         for r in members:
             by_row[r.row].append(r)
@@ -118,11 +127,15 @@ def modality_tables(runs: list[RunResult]) -> list[dict[str, Any]]:
                     "row": name,
                     "mean": mean,
                     "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                    "ci95": summarize(np.asarray(values))["ci95"],
                     "share_of_gap": None if gap is None else (mean - random_return) / gap,
                     "seeds": sorted(r.seed for r in by_row[name]),
                 }
             )
-        tables.append({"env": env, "setup": setup, "random": random_return, "oracle": oracle, "rows": rows})
+        tables.append({
+            "env": env, "setup": setup, "random": random_return, "oracle": oracle, "planner": planner,
+            "reference": "planner" if planner is not None else "oracle", "rows": rows,
+        })  # fmt: skip
     return tables
 
 
@@ -132,18 +145,26 @@ def to_markdown(table: dict[str, Any]) -> str:
     def share(value: float | None) -> str:
         return "-" if value is None else f"{100 * value:.0f}%"
 
+    reference = table.get("reference", "oracle")
     lines = [
         f"**{table['env']}** ({table['setup']})",
         "",
-        "| policy | return (mean ± std over seeds) | share of random→oracle gap | seeds |",
-        "|---|---|---|---|",
-        f"| random | {table['random']:.2f} | 0% | - |",
+        f"| policy | return (mean ± std over seeds) | 95% interval | share of random→{reference} gap | seeds |",
+        "|---|---|---|---|---|",
+        f"| random | {table['random']:.2f} | - | 0% | - |",
     ]
     for row in table["rows"]:
         seeds = ",".join(map(str, row["seeds"]))
-        lines.append(f"| {row['row']} | {row['mean']:.2f} ± {row['std']:.2f} | {share(row['share_of_gap'])} | {seeds} |")
+        low, high = row["ci95"]
+        lines.append(
+            f"| {row['row']} | {row['mean']:.2f} ± {row['std']:.2f} | [{low:.2f}, {high:.2f}] | {share(row['share_of_gap'])} | {seeds} |"
+        )
     if table["oracle"] is not None:
-        lines.append(f"| oracle | {table['oracle']:.2f} | 100% | - |")
+        gap = table["planner"] - table["random"] if table.get("planner") is not None else None
+        oracle_share = "100%" if gap is None else share((table["oracle"] - table["random"]) / gap if gap else None)
+        lines.append(f"| oracle (myopic) | {table['oracle']:.2f} | - | {oracle_share} | - |")
+    if table.get("planner") is not None:
+        lines.append(f"| planner | {table['planner']:.2f} | - | 100% | - |")
     return "\n".join(lines)
 
 

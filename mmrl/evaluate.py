@@ -36,7 +36,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
@@ -46,6 +46,7 @@ from mmrl.core.memory import retain_freed_memory
 from mmrl.runs import RunDirError, atomic_write_json, load_run_config, new_output_dir, resolve_device
 
 MODEL_FILES = ("best_model.zip", "final_model.zip")
+#: reference policies every built-in env offers; an env may offer more (``careful``, ``planner`` ...)
 REFERENCE_POLICIES = ("random", "greedy", "oracle")
 METRICS_SCHEMA_VERSION = 1
 #: replay videos enlarge the observation image to about this many pixels unless video.scale is set
@@ -73,7 +74,8 @@ class EvaluateConfig:
     run: str | None = None
     """A run directory of ``python -m mmrl.train``."""
     policy: str | None = None
-    """``random``, ``greedy`` or ``oracle``: evaluate this reference policy instead of a run."""
+    """A reference policy the env offers (``random``, ``greedy``, ``oracle``/``myopic``, ``planner`` ...): evaluate it
+    instead of a run."""
     episodes: int = 100
     """Episodes, all run at once (one per batch row)."""
     seed: int = 1_000_000
@@ -82,8 +84,9 @@ class EvaluateConfig:
     """``cpu``, ``cuda`` or ``auto``: where the env and the model run."""
     deterministic: bool = True
     """The agent takes its most likely action (``false``: sampled, with torch seeded from ``seed``)."""
-    baselines: list[str] = field(default_factory=lambda: list(REFERENCE_POLICIES))
-    """Reference policies evaluated on the same episodes."""
+    baselines: Optional[list[str]] = None  # noqa: UP045 (OmegaConf needs typing.Optional here)
+    """Reference policies evaluated on the same episodes (``None``: every one the env offers; ``myopic`` is
+    ``oracle``'s other name and is not run twice)."""
     threads: int = 1
     """``torch.set_num_threads``."""
     video: VideoConfig = field(default_factory=VideoConfig)
@@ -209,7 +212,7 @@ def _evaluate_into(
     """Run every policy on ``env`` and write metrics, videos and the report into ``out_dir``."""
     from mmrl.agents.reference import make_reference_policy
     from mmrl.episodes import run_episodes
-    from mmrl.metrics import CI_METHOD, episode_metrics, task_metrics_for
+    from mmrl.metrics import CI_METHOD, episode_metrics, gap_share, task_metrics_for
     from mmrl.report import write_report
     from mmrl.video import EpisodeRecorder, replay_frames, write_mp4
 
@@ -241,6 +244,13 @@ def _evaluate_into(
         stats = run_episodes(env, act, seed=config.seed, update=update, sum_keys=sum_keys)
         results[name] = episode_metrics(stats, task)
         timings[name] = round(time.perf_counter() - start, 3)
+    reference = next((name for name in ("planner", "oracle", "myopic") if name in results), None)
+    for values in results.values():
+        values["share_of_gap"] = (
+            gap_share(values["episode_return"]["mean"], results["random"]["episode_return"]["mean"],
+                      results[reference]["episode_return"]["mean"])
+            if reference is not None and "random" in results else None
+        )  # fmt: skip
 
     videos_meta = []
     image_height = env.single_observation_space["image"].shape[1]
@@ -270,6 +280,7 @@ def _evaluate_into(
         "deterministic": config.deterministic,
         "device": str(env.device),
         "ci_method": CI_METHOD,
+        "gap_reference": reference,
         "policies": results,
         "skipped_baselines": skipped,
         "videos": videos_meta,
@@ -290,13 +301,26 @@ def _check(config: EvaluateConfig) -> None:
     video = config.video
     if video.episodes < 0 or video.fps <= 0 or (video.scale is not None and video.scale < 1):
         raise EvaluationError(f"video.episodes must be >= 0, video.fps > 0, video.scale >= 1; got {dataclasses.asdict(video)}")
-    bad = [b for b in config.baselines if b not in REFERENCE_POLICIES]
-    if bad:
-        raise EvaluationError(f"baselines must be among {list(REFERENCE_POLICIES)}; got {bad}")
     if (config.run is None) == (config.policy is None):
-        raise EvaluationError("give either run=<run directory> or policy=<random|greedy|oracle> (one of them)")
-    if config.policy is not None and config.policy not in REFERENCE_POLICIES:
-        raise EvaluationError(f"policy must be one of {list(REFERENCE_POLICIES)}; got {config.policy!r}")
+        raise EvaluationError("give either run=<run directory> or policy=<random|greedy|oracle|planner...> (one of them)")
+
+
+def _check_policies(config: EvaluateConfig, env: Any) -> list[str]:
+    """The baselines to run: the ones asked for, checked against what ``env`` offers (which ``policy=`` must be too).
+
+    :raises EvaluationError: naming the unknown policy and the env's policies."""
+    from mmrl.agents.reference import policy_names
+
+    offered = policy_names(env)
+    asked = [config.policy] if config.policy is not None else []
+    bad = [name for name in [*asked, *(config.baselines or [])] if name not in offered]
+    if bad:
+        raise EvaluationError(f"{type(env).__name__} has no reference policy {bad}; it offers {offered}")
+    if config.baselines is not None:
+        return list(config.baselines)
+    # random first, then the env's own policies, then the myopic oracle and the planner: from weakest to strongest
+    default = [name for name in offered if name != "myopic"]
+    return sorted(default, key=lambda name: (name == "planner", name == "oracle", name != "random"))
 
 
 def write_evaluation(config: EvaluateConfig, overrides: Sequence[str] = ()) -> Path:
@@ -351,6 +375,7 @@ def write_evaluation(config: EvaluateConfig, overrides: Sequence[str] = ()) -> P
         policy = ModelPolicy(model, env, config.deterministic) if model is not None else None
     except ValueError as error:
         raise EvaluationError(str(error)) from None
+    config = dataclasses.replace(config, baselines=_check_policies(config, env))
 
     try:
         out_dir = new_output_dir(config.out if config.out is not None else default_out)
@@ -366,7 +391,8 @@ def write_evaluation(config: EvaluateConfig, overrides: Sequence[str] = ()) -> P
 
 def summary_lines(metrics: dict[str, Any]) -> list[str]:
     """A short text table of the metrics for the terminal."""
-    lines = [f"{'policy':<10} {'return (95% CI)':<28} {'length':>7}"]
+    reference = metrics.get("gap_reference")
+    lines = [f"{'policy':<10} {'return (95% CI)':<28} {'length':>7}" + (f"  share of random->{reference} gap" if reference else "")]
     for name, values in metrics["policies"].items():
         ret, length = values["episode_return"], values["episode_length"]
         extra = "  ".join(
@@ -375,7 +401,9 @@ def summary_lines(metrics: dict[str, Any]) -> list[str]:
             if k in ("click_through_rate", "regret_vs_oracle")
         )
         ci = f"{ret['mean']:.3f} [{ret['ci95'][0]:.3f}, {ret['ci95'][1]:.3f}]"
-        lines.append(f"{name:<10} {ci:<28} {length['mean']:>7.2f}  {extra}")
+        share = values.get("share_of_gap")
+        share = "" if share is None else f"  {100 * share:5.0f}%"
+        lines.append(f"{name:<10} {ci:<28} {length['mean']:>7.2f}{share}  {extra}")
     return lines
 
 

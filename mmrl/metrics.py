@@ -55,6 +55,11 @@ def summarize(values: np.ndarray) -> dict[str, float | int | list[float]]:
     }
 
 
+def gap_share(value: float, random: float, reference: float | None) -> float | None:
+    """Where ``value`` lies from ``random`` (0) to ``reference`` (1); ``None`` without a reference or a gap."""
+    return None if reference is None or reference == random else (value - random) / (reference - random)
+
+
 @dataclass(frozen=True)
 class TaskMetrics:
     """An env's own metrics: which info entries to add up per episode, and how to turn them into numbers.

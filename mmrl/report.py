@@ -158,7 +158,10 @@ def metrics_table(metrics: Mapping[str, Any]) -> str:
     first = next(iter(policies.values()))
     task_keys = list(first.get("task", {}))
     labels = task_labels()
+    reference = metrics.get("gap_reference")
     head = ["policy", "episode return<br><small>mean [95% CI]</small>", "return std", "episode length<br><small>mean [95% CI]</small>"]
+    if reference:
+        head.append(f"share of the gap<br><small>random 0%, {html.escape(reference)} 100%</small>")
     head += [html.escape(labels.get(k, k)) for k in task_keys]
     rows = ["<tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"]
     for name, values in policies.items():
@@ -168,6 +171,9 @@ def metrics_table(metrics: Mapping[str, Any]) -> str:
             _fmt(values["episode_return"]["std"]),
             _summary_cell(values["episode_length"]),
         ]
+        if reference:
+            share = values.get("share_of_gap")
+            cells.append("" if share is None else f"{100 * share:.0f}%")
         for key in task_keys:
             value = values["task"].get(key)
             cells.append(_summary_cell(value) if isinstance(value, Mapping) else "" if value is None else _fmt(float(value)))

@@ -44,12 +44,13 @@ from stable_baselines3.common.logger import CSVOutputFormat, KVWriter, Logger, T
 import mmrl
 from mmrl.agents import builders
 from mmrl.agents.model_policy import ModelPolicy
-from mmrl.agents.reference import make_reference_policy
+from mmrl.agents.reference import make_reference_policy, policy_names
 from mmrl.checkpoints import CHECKPOINT_DIR, load_latest_checkpoint, save_checkpoint, save_model
 from mmrl.configs.schema import AlgoConfig, EnvConfig, ExtractorConfig, TrainConfig
 from mmrl.core.batched_env import BatchedEnv
 from mmrl.core.memory import retain_freed_memory
 from mmrl.episodes import run_episodes
+from mmrl.metrics import gap_share, summarize, t_quantile_975
 from mmrl.runs import (
     CONFIG_FILE, SUMMARY_FILE, RunDirError, atomic_write_json, atomic_write_text, atomic_write_yaml,
     check_run_dir_name, load_run_config, resolve_device, unique_run_dir,
@@ -135,16 +136,27 @@ def evaluation_returns(model: BaseAlgorithm, env: BatchedEnv, seed: int) -> np.n
     return run_episodes(env, policy.act, seed=seed, update=policy.update).returns
 
 
-def reference_returns(env: BatchedEnv, seed: int) -> dict[str, float]:
-    """Mean returns of the random policy (and the oracle where the env has one) on the evaluation episodes."""
-    random_policy = make_reference_policy("random", env, seed=seed)
-    out = {"random": run_episodes(env, random_policy.act, seed=seed, update=random_policy.update).mean_return}
-    try:
-        oracle = make_reference_policy("oracle", env)
-    except KeyError:  # an env without an oracle
-        return out
-    out["oracle"] = run_episodes(env, oracle.act, seed=seed, update=oracle.update).mean_return
+#: the reference policies a run is measured against, where the env offers them: the gap is from ``random`` to the
+#: last one offered (``planner``, the upper bound of a sequential task, else the myopic ``oracle``)
+REFERENCES = ("random", "oracle", "planner")
+
+
+def reference_returns(env: BatchedEnv, seed: int) -> dict[str, np.ndarray]:
+    """Per-episode returns of each of :data:`REFERENCES` that ``env`` offers, on the evaluation episodes."""
+    out = {}
+    for name in REFERENCES:
+        if name in policy_names(env):
+            policy = make_reference_policy(name, env, seed=seed)
+            out[name] = run_episodes(env, policy.act, seed=seed, update=policy.update).returns
     return out
+
+
+def summarize_spread(mean: float, std: float, episodes: int) -> list[float]:
+    """The 95% interval of a mean return from its episodes' mean and (population) standard deviation."""
+    if episodes < 2:
+        return [mean, mean]
+    half = t_quantile_975(episodes - 1) * std * (episodes / (episodes - 1)) ** 0.5 / episodes**0.5
+    return [mean - half, mean + half]
 
 
 # ----------------------------------------------------------------------------- callbacks and logging
@@ -405,9 +417,18 @@ def train(config: TrainConfig) -> dict[str, Any]:
         "final_return": final_return,
         "best_return": state["best"]["mean_return"],
         "best_step": state["best"]["step"],
-        "random_return": references["random"],
-        "oracle_return": references.get("oracle"),
     }
+    for name in REFERENCES:
+        summary[f"{name}_return"] = float(references[name].mean()) if name in references else None
+    reference = next((name for name in reversed(REFERENCES[1:]) if name in references), None)
+    summary["reference"] = reference
+    summary["share_of_gap"] = gap_share(final_return, summary["random_return"], summary.get(f"{reference}_return"))
+    final = state["evaluations"][-1]
+    final_ci = summarize_spread(final["mean_return"], final["std_return"], config.eval_episodes)
+    random_ci = summarize(references["random"])["ci95"]
+    summary["final_ci95"] = final_ci
+    summary["random_ci95"] = random_ci
+    summary["better_than_random"] = final_ci[0] > random_ci[1]
     atomic_write_json(run_dir / SUMMARY_FILE, summary)
     print_summary(summary)
     return summary
@@ -440,10 +461,13 @@ def print_summary(summary: dict[str, Any]) -> None:
     table.add_row("steps", steps)
     table.add_row("wall time", f"{summary['wall_time_s']:.1f} s  ({summary['fps'] or 0:,.0f} fps)")
     table.add_row(f"eval return ({summary['eval_episodes']} episodes)", f"final {summary['final_return']:.2f}   best {summary['best_return']:.2f} (step {summary['best_step']:,})")
-    baseline = f"random {summary['random_return']:.2f}"
-    if summary["oracle_return"] is not None:
-        baseline += f"   oracle {summary['oracle_return']:.2f}"
+    baseline = "   ".join(f"{name} {summary[f'{name}_return']:.2f}" for name in REFERENCES if summary.get(f"{name}_return") is not None)
     table.add_row("baselines", baseline)
+    if summary.get("share_of_gap") is not None:
+        verdict = f"{100 * summary['share_of_gap']:.0f}% of the way from random to {summary['reference']}"
+        if not summary["better_than_random"]:
+            verdict += "   [bold red]not better than random[/] (95% intervals overlap)"
+        table.add_row("result", verdict)
     table.add_row("files", "config.yaml  final_model.zip  best_model.zip  checkpoints/  progress.csv  tb/  evaluations.csv  summary.json")
     Console().print(table)
 

@@ -9,15 +9,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mmrl.compare import find_runs, main, modality_tables, row_label
+from mmrl.compare import find_runs, main, modality_tables, row_label, to_markdown
 from tests.test_train import TINY, check_ok, run_train
 
 
-def _fake_run(root: Path, name: str, seed: int, final: float, modalities: list[str], fusion: str = "film") -> Path:
+def _fake_run(
+    root: Path, name: str, seed: int, final: float, modalities: list[str], fusion: str = "film", planner: float | None = None
+) -> Path:
     run = root / name
     run.mkdir(parents=True)
     summary = {"env": "mmrl/Recommend-v0", "algo": "ppo", "fusion": fusion, "seed": seed, "total_timesteps": 1000,
-               "final_return": final, "random_return": 1.0, "oracle_return": 11.0}  # fmt: skip
+               "final_return": final, "random_return": 1.0, "oracle_return": 11.0, "planner_return": planner}  # fmt: skip
     (run / "summary.json").write_text(json.dumps(summary))
     config = {"env": {"id": "mmrl/Recommend-v0", "options": {"image_size": 32}}, "algo": {"name": "ppo"},
               "extractor": {"fusion": fusion, "modalities": modalities}}  # fmt: skip
@@ -87,4 +89,18 @@ def test_multirun_to_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     ]
     assert len(fused) == 2
     assert rows["film"]["mean"] == pytest.approx(statistics.mean(fused))
-    assert "| film |" in printed and "| random |" in printed and "| oracle |" in printed
+    assert "| film |" in printed and "| random |" in printed and "| oracle (myopic) |" in printed
+
+
+def test_the_gap_is_measured_to_the_planner_where_runs_have_one(tmp_path: Path) -> None:
+    for seed, value in enumerate([15.0, 16.0, 17.0]):
+        _fake_run(tmp_path, f"fused{seed}", seed, value, ["image", "text"], planner=21.0)
+    (table,) = modality_tables(find_runs([tmp_path]))
+    assert table["reference"] == "planner" and table["planner"] == 21.0
+    (row,) = table["rows"]
+    assert row["share_of_gap"] == pytest.approx(0.75)
+    low, high = row["ci95"]
+    assert low < 16.0 < high and high - low == pytest.approx(2 * 4.303 * 1.0 / 3**0.5, rel=1e-3)  # t(2) interval
+    markdown = to_markdown(table)
+    assert "share of random→planner gap" in markdown and "| planner | 21.00 | - | 100% | - |" in markdown
+    assert "| oracle (myopic) | 11.00 | - | 50% | - |" in markdown

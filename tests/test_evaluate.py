@@ -248,7 +248,8 @@ def test_bad_key_names_the_valid_ones(capsys: pytest.CaptureFixture[str]) -> Non
     err = capsys.readouterr().err
     assert "unknown key 'episdes'" in err and "episodes" in err and "video.episodes" in err
     assert main(["policy=best"]) == 2
-    assert "random" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no reference policy ['best']" in err and "'random'" in err and "'oracle'" in err
     assert main(["env=nope", "policy=oracle"]) == 2
     assert "recommend" in capsys.readouterr().err
 
@@ -262,3 +263,13 @@ def test_cli_smoke(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     assert "random" in result.stdout and str(out) in result.stdout
     assert {p.name for p in out.iterdir()} >= {"metrics.json", "report.html", "videos"}
+
+
+def test_the_planner_is_a_baseline_where_the_env_offers_one(tmp_path: Path) -> None:
+    """On Recommend's long-term setting every reference the env offers runs by default, and the gap is measured
+    from random to the planner."""
+    out = run_cli(["env=recommend_long", "policy=myopic", "episodes=6", "video.episodes=0", f"out={tmp_path / 'ev'}"])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert list(metrics["policies"]) == ["myopic", "random", "greedy", "careful", "oracle", "planner"]
+    assert metrics["gap_reference"] == "planner" and metrics["policies"]["planner"]["share_of_gap"] == 1.0
+    assert "share of the gap" in (out / "report.html").read_text()

@@ -52,8 +52,14 @@ def test_environment_variable_opts_out() -> None:
     assert not applied and faults > 10 * 10_000
 
 
-def test_cpu_env_applies_it() -> None:
-    code = "import mmrl, mmrl.core.memory as m; mmrl.make_batched('mmrl/Recommend-v0', num_envs=2); print(m._applied)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+def test_the_library_leaves_malloc_alone_and_the_command_lines_opt_in(tmp_path) -> None:
+    """A program that builds envs keeps its malloc settings; ``mmrl.evaluate`` (like ``mmrl.train``) asks for
+    retained memory on the CPU."""
+    code = (
+        "import sys, mmrl, mmrl.core.memory as m; mmrl.make_batched('mmrl/Recommend-v0', num_envs=2); print(m._applied); "
+        "from mmrl.evaluate import main; main(['policy=random', 'episodes=2', 'video.episodes=0', 'baselines=[]', "
+        f"'out={tmp_path / 'ev'}']); print(m._applied)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     expected = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
-    assert out == str(expected)
+    assert out[0] == "None" and out[-1] == str(expected)

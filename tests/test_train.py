@@ -82,9 +82,15 @@ def test_tiny_run_writes_every_artefact(tiny_run: Path) -> None:
     summary = summary_of(tiny_run)
     assert summary["total_timesteps"] == 320  # 300 rounded up to whole rollouts of 64
     assert summary["resumed_from"] is None
-    for key in ("wall_time_s", "fps", "final_return", "best_return", "random_return", "oracle_return"):
+    for key in ("wall_time_s", "fps", "final_return", "best_return", "random_return", "oracle_return", "share_of_gap"):
         assert isinstance(summary[key], float), key
     assert summary["best_return"] >= summary["final_return"]
+    assert summary["reference"] == "oracle" and summary["planner_return"] is None  # a contextual bandit: no planner
+    share = (summary["final_return"] - summary["random_return"]) / (summary["oracle_return"] - summary["random_return"])
+    assert summary["share_of_gap"] == pytest.approx(share)
+    low, high = summary["final_ci95"]
+    assert low <= summary["final_return"] <= high
+    assert summary["better_than_random"] == (low > summary["random_ci95"][1])
 
     config = (tiny_run / "config.yaml").read_text()
     assert f"run_dir: {tiny_run}" in config and "${" not in config, "the saved config is resolved"
