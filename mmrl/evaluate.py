@@ -40,6 +40,7 @@ from typing import Any, Optional
 
 import torch
 
+import mmrl
 from mmrl.agents.model_policy import ModelPolicy
 from mmrl.configs.schema import MISSING, EnvConfig
 from mmrl.core.memory import retain_freed_memory
@@ -89,6 +90,10 @@ class EvaluateConfig:
     ``oracle``'s other name and is not run twice)."""
     threads: int = 1
     """``torch.set_num_threads``."""
+    unsafe_pickle: bool = False
+    """Load the model with SB3's ``<Algo>.load``, which unpickles the zip's ``data`` entry and so can run code from
+    the file: only for zips you trust. By default the model is built from the run's ``config.yaml`` and only the
+    zip's tensors are read."""
     video: VideoConfig = field(default_factory=VideoConfig)
     out: str | None = None
     """Output folder; default ``<run>/eval-<time>`` (or ``runs/eval-<env>-<policy>-<time>``). Never overwritten:
@@ -160,31 +165,41 @@ def _override_key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
-def find_model(run_dir: str | os.PathLike[str]) -> Path:
-    """``best_model.zip`` of the run, else ``final_model.zip``.
+def load_run_model(run_dir: Path, device: str, unsafe_pickle: bool = False) -> tuple[Any, Path, list[str]]:
+    """The run's model and the file it came from: ``best_model.zip``, else ``final_model.zip`` (a file that does not
+    load is skipped, and said so). The model is built from the run's ``config.yaml`` and only its weights are read
+    from the zip (``torch.load(weights_only=True)``), so a file from someone else runs no code; ``unsafe_pickle``
+    loads with SB3's ``<Algo>.load`` instead, which unpickles the zip's ``data`` entry (only for files you trust).
 
-    :raises EvaluationError: when neither exists."""
+    :returns: ``(model, path, skipped)``, ``skipped`` naming the files that did not load and why.
+    :raises EvaluationError: when no model file loads."""
+    from mmrl.agents.builders import algorithm_class, is_off_policy
+    from mmrl.train import build_model, saved_train_config
+
+    try:
+        config = saved_train_config(run_dir)
+        cls = algorithm_class(config.algo.name, config.algo.device_resident)
+    except (RunDirError, ValueError, ImportError) as error:
+        raise EvaluationError(f"cannot load the model of {run_dir}: {error}") from None
+    skipped: list[str] = []
     for name in MODEL_FILES:
-        path = Path(run_dir) / name
-        if path.is_file():
-            return path
-    raise EvaluationError(f"no model in run directory {run_dir}: expected {' or '.join(MODEL_FILES)}")
-
-
-def load_model(algo_name: str, path: Path, device: str, device_resident: bool = False) -> Any:
-    """The SB3 model saved at ``path`` (``<Algo>.load``).
-
-    :raises EvaluationError: for an unknown algorithm or an unreadable file."""
-    from mmrl.agents.builders import algorithm_class
-
-    try:
-        cls = algorithm_class(algo_name, device_resident)
-    except (ValueError, ImportError) as error:
-        raise EvaluationError(f"cannot load {path}: {error}") from None
-    try:
-        return cls.load(path, device=device)
-    except Exception as error:  # zipfile.BadZipFile, pickle errors, missing entries
-        raise EvaluationError(f"{path} is corrupt: {cls.__name__}.load failed ({type(error).__name__}: {error})") from None
+        path = run_dir / name
+        if not path.is_file():
+            continue
+        try:
+            if unsafe_pickle:
+                return cls.load(path, device=device), path, skipped
+            if is_off_policy(config.algo.name):  # evaluation needs no replay buffer
+                config.algo.hyperparams = {**config.algo.hyperparams, "buffer_size": 1, "learning_starts": 0}
+            vec = mmrl.make_vec(config.env.id, num_envs=1, device=device, as_tensors=config.algo.device_resident,
+                                **config.env.options)  # fmt: skip
+            model = build_model(config, vec, device)
+            model.set_parameters(str(path), exact_match=True, device=device)
+            return model, path, skipped
+        except Exception as error:  # noqa: BLE001 - a damaged file of any kind: try the next one
+            skipped.append(f"{name}: {type(error).__name__}: {error}")
+    found = "; ".join(skipped) if skipped else f"neither {' nor '.join(MODEL_FILES)} exists"
+    raise EvaluationError(f"no loadable model in run directory {run_dir}: {found}")
 
 
 def evaluation_device(config: EvaluateConfig) -> str:
@@ -329,8 +344,6 @@ def write_evaluation(config: EvaluateConfig, overrides: Sequence[str] = ()) -> P
     :param overrides: the command-line overrides, to tell which ``env.options`` to apply on top of a run's env.
     :raises EvaluationError: for a bad run directory or a bad value.
     """
-    import mmrl
-
     _check(config)
     torch.set_num_threads(max(1, config.threads))
     device = evaluation_device(config)
@@ -354,11 +367,12 @@ def write_evaluation(config: EvaluateConfig, overrides: Sequence[str] = ()) -> P
             if key.startswith("env.options."):
                 option = key[len("env.options.") :]
                 env_cfg["options"][option] = config.env.options[option]
-        model_path = find_model(run_dir)
         algo = run_cfg["algo"]
+        model, model_path, skipped_models = load_run_model(run_dir, device, config.unsafe_pickle)
+        for reason in skipped_models:
+            print(f"mmrl.evaluate: warning: skipped {reason}", file=sys.stderr)
         source = {"kind": "run", "run_dir": str(run_dir.resolve()), "model": model_path.name, "algo": str(algo["name"]),
-                  "train_seed": run_cfg.get("seed")}  # fmt: skip
-        model = load_model(str(algo["name"]), model_path, device, bool(algo.get("device_resident", False)))
+                  "train_seed": run_cfg.get("seed"), "skipped_models": skipped_models}  # fmt: skip
         evaluated = "agent"
         default_out = run_dir / f"eval-{stamp}"
     else:

@@ -538,6 +538,21 @@ def to_train_config(cfg: DictConfig) -> TrainConfig:
     return OmegaConf.to_object(cfg)  # type: ignore[return-value]
 
 
+def saved_train_config(run_dir: str | Path) -> TrainConfig:
+    """The :class:`TrainConfig` saved in a run directory (``config.yaml``: plain YAML, no code), checked against the
+    schema.
+
+    :raises RunDirError: naming the folder and what is wrong."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    saved = load_run_config(run_dir)
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TrainConfig), saved))  # type: ignore[return-value]
+    except OmegaConfBaseException as error:
+        raise RunDirError(f"{Path(run_dir) / CONFIG_FILE}: not a training config ({str(error).splitlines()[0]})") from None
+
+
 def compose_config(overrides: Sequence[str] = ()) -> TrainConfig:
     """The config ``python -m mmrl.train *overrides`` would run, composed with Hydra's compose API, e.g.
     ``compose_config(["experiment=navigate", "seed=1"])`` (tests and benchmarks train what the CLI trains).

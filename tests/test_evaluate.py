@@ -7,6 +7,7 @@ episodes of Recommend in the setting of ``configs/env/recommend.yaml`` (the eval
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -35,25 +36,23 @@ SUMMARY_KEYS = {"mean", "std", "ci95", "min", "max", "n"}
 
 
 def make_tiny_run(run_dir: Path, seed: int = 0, timesteps: int = 256) -> Path:
-    """A run directory in the train CLI's layout: ``config.yaml`` (env, algo, seed), ``best_model.zip`` (a PPO
-    with :class:`mmrl.MultimodalExtractor` trained for ``timesteps`` steps) and SB3's ``progress.csv``."""
-    from stable_baselines3 import PPO
+    """A run directory in the train CLI's layout: ``config.yaml`` (the full training config), ``best_model.zip`` (a
+    PPO with :class:`mmrl.MultimodalExtractor` trained for ``timesteps`` steps) and SB3's ``progress.csv``."""
     from stable_baselines3.common.logger import configure
 
+    from mmrl.train import build_model, compose_config, make_train_env
+
     run_dir.mkdir(parents=True)
-    venv = mmrl.make_vec(ENV_ID, num_envs=4, seed=seed, **OPTIONS)
-    model = PPO(
-        "MultiInputPolicy", venv, n_steps=32, batch_size=64, n_epochs=1, seed=seed, device="cpu",
-        policy_kwargs=dict(
-            features_extractor_class=mmrl.MultimodalExtractor,
-            features_extractor_kwargs=dict(features_dim=32, text_dim=16), net_arch=[32],
-        ),
-    )  # fmt: skip
+    config = compose_config([
+        "n_envs=4", "algo.hyperparams.n_steps=32", "algo.hyperparams.batch_size=64", "algo.hyperparams.n_epochs=1",
+        "extractor.features_dim=32", "extractor.text_dim=16", "algo.policy_kwargs.net_arch=[32]", f"seed={seed}",
+        "device=cpu", f"run_dir={run_dir}",
+    ])  # fmt: skip
+    model = build_model(config, make_train_env(config, "cpu"), "cpu")
     model.set_logger(configure(str(run_dir), ["csv"]))
     model.learn(timesteps)
     model.save(run_dir / "best_model.zip")
-    config = {"env": {"name": "recommend", "id": ENV_ID, "options": OPTIONS}, "algo": {"name": "ppo"}, "seed": seed}
-    OmegaConf.save(OmegaConf.create(config), run_dir / "config.yaml")
+    OmegaConf.save(OmegaConf.create(dataclasses.asdict(config)), run_dir / "config.yaml")
     return run_dir
 
 
@@ -223,8 +222,8 @@ def test_bad_run_directory_gives_a_clear_error(case: str, tiny_run: Path, tmp_pa
         "not_a_run": "config.yaml",
         "corrupt_yaml": "corrupt",
         "no_env": "env.id",
-        "no_model": "best_model.zip or final_model.zip",
-        "corrupt_model": "best_model.zip is corrupt",
+        "no_model": "neither best_model.zip nor final_model.zip exists",
+        "corrupt_model": "no loadable model .* best_model.zip: ",
     }[case]
     if case != "missing":
         run.mkdir()
@@ -273,3 +272,53 @@ def test_the_planner_is_a_baseline_where_the_env_offers_one(tmp_path: Path) -> N
     assert list(metrics["policies"]) == ["myopic", "random", "greedy", "careful", "oracle", "planner"]
     assert metrics["gap_reference"] == "planner" and metrics["policies"]["planner"]["share_of_gap"] == 1.0
     assert "share of the gap" in (out / "report.html").read_text()
+
+
+def _with_payload(zip_path: Path, marker: Path) -> None:
+    """Put a pickle into the zip's ``data`` entry that creates ``marker`` when unpickled (what an attacker would do)."""
+    import base64
+    import pickle
+    import zipfile
+
+    class Payload:
+        def __reduce__(self):  # type: ignore[no-untyped-def]
+            return (Path.touch, (marker,))
+
+    with zipfile.ZipFile(zip_path) as archive:
+        entries = {name: archive.read(name) for name in archive.namelist()}
+    data = json.loads(entries["data"])
+    data["policy_kwargs"] = {":type:": "<class 'dict'>", ":serialized:": base64.b64encode(pickle.dumps(Payload())).decode()}
+    entries["data"] = json.dumps(data).encode()
+    with zipfile.ZipFile(zip_path, "w") as archive:
+        for name, content in entries.items():
+            archive.writestr(name, content)
+
+
+def test_a_model_file_from_someone_else_runs_no_code(tiny_run: Path, tmp_path: Path) -> None:
+    """The model is built from config.yaml and only the zip's tensors are read: a pickle in the zip never runs,
+    unless the user opts in with unsafe_pickle=true (then it does: the payload is real)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_bytes((tiny_run / "config.yaml").read_bytes())
+    (run / "best_model.zip").write_bytes((tiny_run / "best_model.zip").read_bytes())
+    marker = tmp_path / "payload-ran"
+    _with_payload(run / "best_model.zip", marker)
+    safe = run_cli([f"run={run}", "episodes=4", "video.episodes=0", f"out={tmp_path / 'safe'}", "baselines=[]"])
+    assert not marker.exists()
+    reference = run_cli([f"run={tiny_run}", "episodes=4", "video.episodes=0", f"out={tmp_path / 'ref'}", "baselines=[]"])
+    assert load_metrics(safe)["policies"] == load_metrics(reference)["policies"], "the same weights, the same episodes"
+    with pytest.raises(Exception):  # the payload replaces policy_kwargs, so SB3 cannot build the policy after it ran
+        run_cli([f"run={run}", "episodes=4", "video.episodes=0", f"out={tmp_path / 'unsafe'}", "unsafe_pickle=true"])
+    assert marker.exists()
+
+
+def test_a_damaged_best_model_falls_back_to_the_final_one(tiny_run: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_bytes((tiny_run / "config.yaml").read_bytes())
+    good = (tiny_run / "best_model.zip").read_bytes()
+    (run / "best_model.zip").write_bytes(good[: len(good) // 2])  # a copy cut short
+    (run / "final_model.zip").write_bytes(good)
+    out = run_cli([f"run={run}", "episodes=4", "video.episodes=0", f"out={tmp_path / 'ev'}", "baselines=[]"])
+    source = load_metrics(out)["source"]
+    assert source["model"] == "final_model.zip" and source["skipped_models"][0].startswith("best_model.zip: ")
