@@ -105,6 +105,9 @@ class TrainConfig:
     """Episode ``i`` of every evaluation is seeded ``eval_seed + i`` (apart from training seeds)."""
     resume: str | None = None
     """A run directory to continue from its last good checkpoint, with its own saved config."""
+    restart: bool = False
+    """With ``resume``: start the run over from step 0 when none of its checkpoints loads (by default resuming then
+    fails, naming what it found, and changes nothing)."""
     progress: bool = True
     """Show a progress bar (fps, recent return) while training."""
     log_interval: int = 1

@@ -145,12 +145,16 @@ def load_checkpoint(
     return model, state["extra"]
 
 
-def load_latest_checkpoint(directory: str | Path, load_model: Callable[[Path], BaseAlgorithm]) -> Restored | None:
+def load_latest_checkpoint(
+    directory: str | Path, load_model: Callable[[Path], BaseAlgorithm], skipped: list[tuple[Path, str]] | None = None
+) -> Restored | None:
     """The newest checkpoint of ``directory`` that loads; ``None`` when there is none.
 
     A checkpoint that fails to load (truncated or corrupted zip, missing state or replay file) is skipped with
-    a warning naming the bad file, and the one before it is tried."""
-    skipped: list[tuple[Path, str]] = []
+    a warning naming the bad file, and the one before it is tried.
+
+    :param skipped: filled with ``(model file, reason)`` of every checkpoint that did not load."""
+    skipped = [] if skipped is None else skipped
     for checkpoint in reversed(list_checkpoints(directory)):
         try:
             model, extra = load_checkpoint(checkpoint, load_model)

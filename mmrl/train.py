@@ -62,7 +62,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("mmrl.train")
 
 #: command-line keys that still apply when resuming (the rest comes from the run's saved config)
-RESUME_OVERRIDABLE = ("resume", "progress", "threads")
+RESUME_OVERRIDABLE = ("resume", "restart", "progress", "threads")
 
 
 class ConfigError(ValueError):
@@ -356,9 +356,16 @@ def train(config: TrainConfig) -> dict[str, Any]:
     resumed_at: int | None = None
     model: BaseAlgorithm | None = None
     if resume is not None:
-        restored = load_latest_checkpoint(run_dir / CHECKPOINT_DIR, lambda path: load_model(config, path, env, device))
+        skipped: list[tuple[Path, str]] = []
+        restored = load_latest_checkpoint(run_dir / CHECKPOINT_DIR, lambda path: load_model(config, path, env, device), skipped)
+        if restored is None and not config.restart:
+            found = "; ".join(f"{path.name}: {reason}" for path, reason in skipped) or "no checkpoint was written"
+            raise ConfigError(
+                f"resume={str(run_dir)!r}: no checkpoint loads ({found}); nothing was changed. To start this run over "
+                "from step 0 in the same folder, add restart=true"
+            )
         if restored is None:
-            log.warning("no usable checkpoint in %s; starting the run over", run_dir / CHECKPOINT_DIR)
+            log.warning("no usable checkpoint in %s; starting the run over (restart=true)", run_dir / CHECKPOINT_DIR)
         else:
             model, resumed_at = restored.model, restored.checkpoint.steps
             state = restored.extra_state.get("trainer", {})
@@ -476,6 +483,10 @@ def print_summary(summary: dict[str, Any]) -> None:
 def _run_dir(resume: str | None, run_dir: str) -> str:
     """Hydra's run folder: the resumed run's, else ``run_dir``, checked before Hydra creates it."""
     path = resume if resume is not None else run_dir
+    if resume is not None and not (Path(resume) / CONFIG_FILE).is_file():  # before Hydra creates the folder
+        raise ValueError(f"resume={resume!r}: not a run directory ({CONFIG_FILE} is missing there)")
+    if not str(path).strip():
+        raise ValueError("run_dir is empty: name the folder of the run (default: runs/<env>-<algo>-<seed>-<time>)")
     check_run_dir_name(Path(path))
     return path
 
@@ -582,10 +593,31 @@ def _run(cfg: DictConfig) -> float:
         sys.exit(2)
 
 
+def check_run_folder_arguments(argv: Sequence[str]) -> None:
+    """The checks of ``resume=`` and ``run_dir=`` that must come before Hydra creates the run folder (a typo in
+    ``resume=`` would otherwise leave an empty folder behind), on the command line's own words.
+
+    :raises ConfigError: naming the bad value."""
+    for argument in argv:
+        key, _, value = argument.partition("=")
+        key = key.lstrip("+~")
+        if key not in ("resume", "run_dir") or "${" in value:
+            continue
+        try:
+            _run_dir(value if key == "resume" and value not in ("", "null") else None, value if key == "run_dir" else "runs")
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+
+
 def main() -> None:
     """``python -m mmrl.train [key=value ...]``: Hydra parses the command line (``--multirun``, ``--cfg`` ...)."""
     import hydra
 
+    try:
+        check_run_folder_arguments(sys.argv[1:])
+    except ConfigError as error:
+        print(f"mmrl.train: bad config: {error}", file=sys.stderr)
+        sys.exit(2)
     _register_with_hydra()
     hydra.main(config_path="pkg://mmrl.configs", config_name="config", version_base=None)(_run)()
 

@@ -320,10 +320,33 @@ def test_builders_pick_the_device_resident_variant_by_flag() -> None:
         builders.algorithm_class("recurrent_ppo", device_resident=True)
 
 
-def test_resume_of_a_folder_that_is_not_a_run_names_it(tmp_path: Path) -> None:
+def test_resume_of_a_folder_that_is_not_a_run_names_it_and_creates_nothing(tmp_path: Path) -> None:
     result = run_train([f"resume={tmp_path / 'nope'}"], tmp_path, timeout=60)
     assert result.returncode == 2
     assert f"resume='{tmp_path / 'nope'}'" in result.stderr and "config.yaml" in result.stderr, result.stderr
+    assert not (tmp_path / "nope").exists(), "a typo in resume= leaves no folder behind"
+    result = run_train(["run_dir="], tmp_path, timeout=60)
+    assert result.returncode == 2 and "run_dir is empty" in result.stderr, result.stderr
+
+
+def test_resume_never_silently_restarts(tiny_run: Path, tmp_path: Path) -> None:
+    """When no checkpoint loads, resuming fails naming each file and why, and changes nothing; restart=true starts
+    the run over from step 0 in the same folder."""
+    run_dir = tmp_path / "copy"
+    shutil.copytree(tiny_run, run_dir)
+    for checkpoint in list_checkpoints(run_dir / CHECKPOINT_DIR):
+        checkpoint.model.write_bytes(b"damaged")
+    def files() -> dict[str, bytes]:  # train.log gets the attempt's warnings, the rest must stay as it was
+        return {str(p): p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p.name != "train.log"}
+
+    before = files()
+    result = run_train([f"resume={run_dir}"], tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "no checkpoint loads (step_0000000320.zip: " in result.stderr and "restart=true" in result.stderr, result.stderr
+    assert files() == before, "nothing was changed"
+    check_ok(run_train([f"resume={run_dir}", "restart=true"], tmp_path))
+    summary = summary_of(run_dir)
+    assert summary["resumed_from"] is None and summary["total_timesteps"] == 320
 
 
 @pytest.mark.parametrize("env_name", ["navigate", "diagnose"])
