@@ -1,8 +1,9 @@
 """Agents actually learn, and only when they both see and read (seeded; the setups are configs/experiment/*.yaml).
 
-The full claim (slow), per experiment: PPO + the experiment's fusion (FiLM; concat on Navigate) reaches >= 80% of
-the way from random to oracle mean return in the experiment's budget (``total_timesteps``), while the image-only
-and text-only ablations of the same extractor stay below 35%. The CI-sized versions train for fewer steps
+The full claim (slow), per experiment: PPO + the experiment's fusion (FiLM; concat on Navigate and Recommend's
+long-term setting) reaches >= 80% (>= 70% on the long-term setting, where the reference is the planner) of the way
+from random to the reference's mean return (the planner where the env offers one, else the oracle) in the
+experiment's budget (``total_timesteps``), while the image-only and text-only ablations stay below 35%. The CI-sized versions train for fewer steps
 (:data:`CI_STEPS`) and check that the fused agent already clears the 35% bar (and, on Recommend, that neither
 ablation does at a CI budget). Each config is composed as ``python -m mmrl.train experiment=<name>`` composes it.
 """
@@ -18,7 +19,11 @@ from mmrl.learning import reference_return, train_and_evaluate
 from mmrl.train import compose_config
 
 #: the training steps of each experiment's CI-sized check (fused >= 35% of the gap at seed 0)
-CI_STEPS = {"recommend": 120_000, "diagnose": 150_000, "navigate": 80_000}
+CI_STEPS = {"recommend": 120_000, "diagnose": 150_000, "navigate": 80_000, "recommend_long": 200_000}
+#: the share of the gap the full claim asks of the fused agent, where it is not 80%
+FULL_CLAIM = {"recommend_long": 0.70}
+#: the planner costs thousands of simulated steps per decision: its mean return is taken over fewer episodes
+PLANNER_EPISODES = 250
 EXPERIMENTS = sorted(p.name[:-5] for p in files("mmrl.configs").joinpath("experiment").iterdir() if p.name.endswith(".yaml"))
 
 
@@ -27,6 +32,12 @@ def experiment(name: str, *overrides: str) -> TrainConfig:
 
 
 def gap_of(config: TrainConfig) -> tuple[float, float]:
+    """Random's and the reference's mean return: the planner where the env offers one, else the oracle."""
+    from mmrl.agents.reference import policy_names
+    from mmrl.learning import held_out_env
+
+    if "planner" in policy_names(held_out_env(config, episodes=1)):
+        return reference_return("random", config), reference_return("planner", config, episodes=PLANNER_EPISODES)
     return reference_return("random", config), reference_return("oracle", config)
 
 
@@ -59,7 +70,7 @@ def test_fused_reaches_80_percent_and_ablations_stay_below_35(name: str) -> None
     config = experiment(name)
     gap = gap_of(config)
     fused = train_and_evaluate(config)
-    assert share(fused, gap) >= 0.80, (name, fused, gap)
+    assert share(fused, gap) >= FULL_CLAIM.get(name, 0.80), (name, fused, gap)
     for modality in ("image", "text"):
         ablated = train_and_evaluate(experiment(name, f"extractor.modalities=[{modality}]"))
         assert share(ablated, gap) < 0.35, (name, modality, ablated, gap)
