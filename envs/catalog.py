@@ -36,6 +36,10 @@ RGB = {
     "cyan": (30, 220, 230), "navy": (20, 30, 120), "beige": (225, 205, 160),
 }
 CSV_COLUMNS = ("id", "title", "category", "colour", "pattern", "price", "image")
+#: the most pixels a catalogue image may have (a 4096 x 4096 image): larger ones are refused before decoding
+MAX_IMAGE_PIXELS = 4096 * 4096
+#: words that cannot name a category or a colour (the vocabulary's reserved tokens)
+RESERVED_WORDS = ("<pad>", "<unk>")
 
 
 class CatalogError(ValueError):
@@ -218,12 +222,18 @@ def load_catalog(folder: str | Path, tile: int) -> Catalog:
     path = folder / "items.csv"
     if not path.is_file():
         raise CatalogError(f"{path}: no such file (a catalogue folder needs items.csv)")
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise CatalogError(f"{path}: missing column(s) {missing}; expected columns {list(CSV_COLUMNS)}, got {reader.fieldnames}")
-        rows = list(reader)
+    try:  # utf-8-sig: a byte-order mark (as Excel writes one) is not part of the first column's name
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f, restkey="\0extra")
+            missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                raise CatalogError(f"{path}: missing column(s) {missing}; expected columns {list(CSV_COLUMNS)}, got {reader.fieldnames}")
+            rows = list(reader)
+    except UnicodeDecodeError as error:
+        raise CatalogError(
+            f"{path}: not UTF-8 text (byte {error.object[error.start]:#04x} at offset {error.start}); save it as UTF-8"
+        ) from None
+    root = folder.resolve()
     if not rows:
         raise CatalogError(f"{path}: no items")
     categories: list[str] = []
@@ -232,13 +242,16 @@ def load_catalog(folder: str | Path, tile: int) -> Catalog:
     seen_ids: set[str] = set()
     for line, row in enumerate(rows, start=2):
         where = f"{path}, row {line} (id {row['id']!r})"
+        if "\0extra" in row or None in row.values():
+            fields = len(CSV_COLUMNS) + len(row.get("\0extra") or []) - sum(v is None for v in row.values())
+            raise CatalogError(f"{where}: {fields} fields; every row needs the {len(reader.fieldnames or [])} columns of the header")
         if row["id"] in seen_ids:
             raise CatalogError(f"{where}: duplicate id")
         seen_ids.add(row["id"])
         for column in ("category", "colour"):
             word = (row[column] or "").strip().lower()
-            if not word or " " in word:
-                raise CatalogError(f"{where}: {column} must be one word; got {row[column]!r}")
+            if not word or " " in word or word in RESERVED_WORDS:
+                raise CatalogError(f"{where}: {column} must be one word (not {' or '.join(RESERVED_WORDS)}); got {row[column]!r}")
         pattern = (row["pattern"] or "").strip().lower()
         if pattern not in PATTERNS:
             raise CatalogError(f"{where}: pattern {row['pattern']!r} is not one of {list(PATTERNS)}")
@@ -249,8 +262,13 @@ def load_catalog(folder: str | Path, tile: int) -> Catalog:
         if not np.isfinite(value) or value <= 0:
             raise CatalogError(f"{where}: price must be a positive number of dollars; got {row['price']!r}")
         image_path = folder / (row["image"] or "")
+        if not image_path.resolve().is_relative_to(root):
+            raise CatalogError(f"{where}: image path {row['image']!r} leads outside the catalogue folder {str(folder)!r}")
         if not row["image"] or not image_path.is_file():
             raise CatalogError(f"{where}: image file {str(image_path)!r} does not exist")
+        pixels = _image_pixels(image_path)
+        if pixels > MAX_IMAGE_PIXELS:
+            raise CatalogError(f"{where}: image file {str(image_path)!r} has {pixels:,} pixels; at most {MAX_IMAGE_PIXELS:,}")
         bgr = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
         if bgr is None:
             raise CatalogError(f"{where}: image file {str(image_path)!r} could not be read as an image")
@@ -268,9 +286,28 @@ def load_catalog(folder: str | Path, tile: int) -> Catalog:
         thumb = np.ascontiguousarray(rgb.transpose(2, 0, 1))
         draw_price_pips(thumb, int(price_tier(np.asarray([value]))[0]))
         thumbs.append(thumb)
+    clash = sorted(set(categories) & set(colours))
+    if clash:
+        raise CatalogError(f"{path}: {clash} name both a category and a colour; the shopper's words must tell them apart")
     if len(categories) < 2 or len(colours) < 2:
         raise CatalogError(f"{path}: needs at least 2 categories and 2 colours; got {categories} and {colours}")
     return Catalog(
         tuple(categories), tuple(colours), PATTERNS, np.asarray(cat, np.int64), np.asarray(col, np.int64),
         np.asarray(pat, np.int64), np.asarray(price, np.float32), tuple(titles), np.stack(thumbs),
     )
+
+
+def _image_pixels(path: Path) -> int:
+    """Width x height of an image from its header alone (no decoding); 0 where the header is not readable (the
+    decoder then says so)."""
+    from PIL import Image
+
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # only the header is read: no bomb to defuse
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except Exception:  # noqa: BLE001 - an unreadable header: cv2.imread reports the file
+        return 0
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+    return width * height

@@ -167,7 +167,11 @@ class RecommendParams:
         if not 2 <= self.num_categories <= 8 or not 2 <= self.num_colours <= 8:
             raise ValueError(f"num_categories and num_colours must be in [2, 8]; got {self.num_categories} and {self.num_colours}")
         if self.catalog is not None and (self.num_categories, self.num_colours) != (8, 8):
-            raise ValueError("num_categories and num_colours apply to the procedural catalogue only, not to catalog=...")
+            raise ValueError(
+                f"catalog={self.catalog!r} replaces the procedural catalogue, whose size num_categories={self.num_categories} "
+                f"and num_colours={self.num_colours} set: leave both at 8 (from the command line: env=recommend_full "
+                "+env.options.catalog=..., or ~env.options.num_categories ~env.options.num_colours)"
+            )
         if self.fatigue_limit < 1:
             raise ValueError(f"fatigue_limit must be >= 1; got {self.fatigue_limit}")
         for name in ("clickbait_appeal", "trust_levels", "trust_weight", "betrayal", "session_steps"):

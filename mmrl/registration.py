@@ -87,6 +87,8 @@ def make_vec(
     :param compile: fuse the env's step and reset with ``torch.compile`` (see :func:`make_batched`).
     :param params: the env's options (e.g. ``slate_size=6`` for Recommend).
     """
+    if not isinstance(as_tensors, bool):
+        raise TypeError(f"as_tensors must be True or False; got {as_tensors!r}")
     venv = SB3VecEnv(make_batched(env_id, num_envs, device, compile, **params), as_tensors=as_tensors, info_keys=info_keys)
     if seed is not None:
         venv.seed(seed)

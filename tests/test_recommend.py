@@ -185,6 +185,13 @@ def test_catalog_from_disk(tmp_path: Path) -> None:
         ("bad_price", r"row 4 \(id '2'\): price 'cheap' is not a number"),
         ("bad_pattern", r"row 2 \(id '0'\): pattern 'zigzag' is not one of"),
         ("no_csv", r"items.csv: no such file"),
+        ("outside_path", r"row 2 \(id '0'\): image path '../outside.png' leads outside the catalogue folder"),
+        ("absolute_path", r"row 2 \(id '0'\): image path '/.*outside.png' leads outside the catalogue folder"),
+        ("reserved_word", r"row 2 \(id '0'\): category must be one word \(not <pad> or <unk>\); got '<pad>'"),
+        ("category_is_a_colour", r"\['black'\] name both a category and a colour"),
+        ("latin1", r"items.csv: not UTF-8 text \(byte 0xe9 at offset \d+\); save it as UTF-8"),
+        ("ragged_row", r"row 3 \(id '1'\): 6 fields; every row needs the 7 columns"),
+        ("huge_image", r"row 2 \(id '0'\): image file .*img0.png' has 20,000,000 pixels; at most 16,777,216"),
     ],
 )
 def test_catalog_errors_name_file_row_and_value(tmp_path: Path, breakage: str, match: str) -> None:
@@ -202,12 +209,39 @@ def test_catalog_errors_name_file_row_and_value(tmp_path: Path, breakage: str, m
         rows[2]["price"] = "cheap"
     elif breakage == "bad_pattern":
         rows[0]["pattern"] = "zigzag"
-    if breakage != "no_csv":
+    elif breakage in ("outside_path", "absolute_path"):
+        cv2.imwrite(str(tmp_path / "outside.png"), np.zeros((8, 8, 3), dtype=np.uint8))
+        rows[0]["image"] = "../outside.png" if breakage == "outside_path" else str(tmp_path / "outside.png")
+    elif breakage == "reserved_word":
+        rows[0]["category"] = "<pad>"
+    elif breakage == "category_is_a_colour":
+        rows[0]["category"] = "black"
+    elif breakage == "huge_image":
+        cv2.imwrite(str(folder / "img0.png"), np.zeros((5000, 4000, 3), dtype=np.uint8))
+    if breakage not in ("no_csv", "latin1", "ragged_row"):
         _write_catalog(folder, rows, columns)
+    if breakage == "latin1":
+        _write_catalog(folder, rows, columns)
+        text = (folder / "items.csv").read_text().replace("black sneaker", "café sneaker")
+        (folder / "items.csv").write_bytes(text.encode("latin-1"))
+    if breakage == "ragged_row":
+        _write_catalog(folder, rows, columns)
+        lines = (folder / "items.csv").read_text().splitlines()
+        lines[2] = lines[2].rsplit(",", 1)[0]  # the second item's row loses its last field
+        (folder / "items.csv").write_text("\n".join(lines) + "\n")
     with pytest.raises(CatalogError, match=match):
         load_catalog(folder, tile=32)
     with pytest.raises(CatalogError):
         gym.make("mmrl/Recommend-v0", catalog=str(folder))
+
+
+def test_a_catalogue_saved_with_a_byte_order_mark_loads(tmp_path: Path) -> None:
+    """Excel writes UTF-8 with a byte-order mark: it is not part of the first column's name."""
+    folder = tmp_path / "shop"
+    folder.mkdir()
+    _write_catalog(folder, _good_rows(folder))
+    (folder / "items.csv").write_bytes(b"\xef\xbb\xbf" + (folder / "items.csv").read_bytes())
+    assert load_catalog(folder, tile=16).num_items == 6
 
 
 def test_vector_env_runs_thousands_of_instances() -> None:

@@ -49,6 +49,16 @@ def batch_info(info: Info, num_envs: int) -> dict[str, np.ndarray]:
     return out
 
 
+def check_reset_options(options: dict[str, Any] | None) -> None:
+    """The envs take no reset options (their settings are constructor options): refuse any, rather than ignore them.
+
+    :raises ValueError: naming the options given."""
+    if options:
+        raise ValueError(
+            f"reset() takes no options; got {sorted(options)} (env settings are keyword arguments of gym.make / make_vec)"
+        )
+
+
 class SingleEnv(gym.Env):
     """A Gymnasium ``Env`` over one instance of a batched env on the CPU (numpy observations).
 
@@ -74,6 +84,7 @@ class SingleEnv(gym.Env):
         return {k: v[0].detach().cpu().numpy() for k, v in obs.items()}
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        check_reset_options(options)
         super().reset(seed=seed)
         if seed is None and self.batched_env.state is None:
             seed = int(self.np_random.integers(2**31 - 1))
@@ -81,7 +92,7 @@ class SingleEnv(gym.Env):
         return self._row(obs), row_info(info, 1, 0)
 
     def step(self, action: Any):
-        if not self.action_space.contains(action):
+        if isinstance(action, (bool, np.bool_)) or not self.action_space.contains(action):  # True is an int to Python
             raise ValueError(
                 f"invalid action {action!r} ({type(action).__name__}): expected an integer in [0, {self.action_space.n})"
             )
@@ -119,7 +130,9 @@ class GymVectorEnv(gym.vector.VectorEnv):
         self.action_space = batch_space(self.single_action_space, self.num_envs)
 
     def reset(self, *, seed: int | Sequence[int] | None = None, options: dict[str, Any] | None = None):
-        mask = (options or {}).get("reset_mask")
+        options = dict(options or {})
+        mask = options.pop("reset_mask", None)  # Gymnasium's vector API: reset only these sub-envs
+        check_reset_options(options)
         obs, info = self.batched_env.reset(seed=seed, mask=mask)
         return to_numpy(obs), batch_info(info, self.num_envs)
 

@@ -68,11 +68,15 @@ def assign_rows(state: StateT, index: Tensor, rows: StateT) -> None:
         getattr(state, f.name).index_copy_(0, index, getattr(rows, f.name))
 
 
+#: the largest seed of a row (int64)
+MAX_SEED = 2**63 - 1
+
+
 def as_seed_tensor(seed: int | Sequence[int] | np.ndarray | Tensor, num_envs: int, device: torch.device) -> Tensor:
     """Per-row seeds int64[B]: an int ``s`` gives ``s, s+1, ...`` (as Gymnasium's vector envs do)."""
-    if isinstance(seed, (int, np.integer)):
-        if seed < 0:
-            raise ValueError(f"seed must be a non-negative integer; got {seed}")
+    if isinstance(seed, (int, np.integer)) and not isinstance(seed, (bool, np.bool_)):
+        if not 0 <= seed <= MAX_SEED - (num_envs - 1):
+            raise ValueError(f"seed must be an integer in [0, {MAX_SEED - (num_envs - 1)}] for {num_envs} instances (row i gets seed + i); got {seed}")
         return torch.arange(num_envs, dtype=torch.int64, device=device) + int(seed)
     seeds = torch.as_tensor(np.asarray(seed) if not isinstance(seed, Tensor) else seed, device=device)
     if seeds.shape != (num_envs,) or seeds.dtype.is_floating_point or seeds.dtype == torch.bool:
