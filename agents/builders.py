@@ -25,6 +25,29 @@ from torch import nn
 
 from mmrl.extractors.multimodal import MultimodalExtractor
 
+#: checks of the common numeric hyper-parameters (a schedule given as a string is left to SB3): key -> (test, meaning)
+HYPERPARAMETER_RANGES: dict[str, tuple[Any, str]] = {
+    "learning_rate": (lambda v: v > 0, "> 0"),
+    "gamma": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "gae_lambda": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "clip_range": (lambda v: v > 0, "> 0"),
+    "ent_coef": (lambda v: v >= 0, ">= 0"),
+    "vf_coef": (lambda v: v >= 0, ">= 0"),
+    "max_grad_norm": (lambda v: v > 0, "> 0"),
+    "n_steps": (lambda v: v >= 1, ">= 1"),
+    "batch_size": (lambda v: v >= 1, ">= 1"),
+    "n_epochs": (lambda v: v >= 1, ">= 1"),
+    "buffer_size": (lambda v: v >= 1, ">= 1"),
+    "learning_starts": (lambda v: v >= 0, ">= 0"),
+    "train_freq": (lambda v: v >= 1, ">= 1"),
+    "gradient_steps": (lambda v: v != 0, "a positive number of steps, or -1 (as many as env steps)"),
+    "target_update_interval": (lambda v: v >= 1, ">= 1"),
+    "tau": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "exploration_fraction": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "exploration_initial_eps": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "exploration_final_eps": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+}
+
 #: algorithm name -> (module, class, policy, pip package that provides it)
 ALGORITHMS: dict[str, tuple[str, str, str, str]] = {
     "ppo": ("stable_baselines3", "PPO", "MultiInputPolicy", "stable-baselines3"),
@@ -89,6 +112,10 @@ def check_algo_kwargs(name: str, algo_kwargs: Mapping[str, Any], device_resident
     unknown = sorted(k for k in algo_kwargs if k not in valid)
     if unknown:
         raise ValueError(f"{cls.__name__} does not take the hyper-parameters {unknown}; valid choices: {valid}")
+    for key, value in algo_kwargs.items():
+        rule = HYPERPARAMETER_RANGES.get(key)
+        if rule is not None and isinstance(value, (int, float)) and not isinstance(value, bool) and not rule[0](value):
+            raise ValueError(f"{cls.__name__} hyper-parameter {key}={value!r}: must be {rule[1]}")
 
 
 def policy_kwargs_for(extractor_kwargs: Mapping[str, Any], policy_kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -46,6 +46,13 @@ class ModelPolicy:
             if key not in env.single_observation_space.spaces:
                 raise ValueError(f"the model reads observation key {key!r}, which the env does not have")
             want, got = model.observation_space[key].shape, env.single_observation_space[key].shape  # type: ignore[index]
+            vocabularies = [getattr(space, "vocabulary", None) for space in (model.observation_space[key], env.single_observation_space[key])]  # type: ignore[index]
+            if None not in vocabularies and vocabularies[0] != vocabularies[1]:
+                words = [w for w in vocabularies[0].words if w not in vocabularies[1]][:5]
+                raise ValueError(
+                    f"the model reads {key} with another vocabulary than the env's (the model's {words} are not the env's "
+                    "words, or the order differs): are env.options the run's?"
+                )
             if want != got:
                 raise ValueError(f"the model expects {key} of shape {want}, the env gives {got}: are env.options the run's?")
         self.num_envs = env.num_envs

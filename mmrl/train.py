@@ -89,6 +89,8 @@ def check_config(config: TrainConfig) -> None:
         bad += [f"{k}={getattr(config, k)}" for k in ("checkpoint_every", "eval_every") if getattr(config, k) < 0]
         if bad:
             raise ValueError(f"these must be positive (checkpoint_every, eval_every: >= 0): {', '.join(bad)}")
+        if not 0 <= config.seed < 2**32:  # numpy's and SB3's seeding take 32-bit seeds
+            raise ValueError(f"seed must be an integer in [0, 2**32); got {config.seed}")
         if config.env.id not in mmrl.ENV_CLASSES:
             raise ValueError(f"unknown env id {config.env.id!r}; registered: {sorted(mmrl.ENV_CLASSES)}")
         builders.check_algo_kwargs(config.algo.name, config.algo.hyperparams, config.algo.device_resident)
@@ -590,7 +592,23 @@ def _run(cfg: DictConfig) -> float:
         return float(train(config)["final_return"])
     except ConfigError as error:
         print(f"mmrl.train: bad config: {error}", file=sys.stderr)
+        _remove_unused_run_folder()
         sys.exit(2)
+
+
+def _remove_unused_run_folder() -> None:
+    """After a failed start, remove the folder Hydra made for the run if the run never wrote into it (nothing but
+    Hydra's ``train.log``), so that a typo leaves no junk folder under ``runs/``."""
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        folder = Path(HydraConfig.get().runtime.output_dir)
+    except ValueError:  # not under Hydra (tests calling _run directly)
+        return
+    if folder.is_dir() and all(p.name == "train.log" for p in folder.iterdir()):
+        for p in folder.iterdir():
+            p.unlink()
+        folder.rmdir()
 
 
 def check_run_folder_arguments(argv: Sequence[str]) -> None:

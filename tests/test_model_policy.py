@@ -118,6 +118,8 @@ def test_a_mismatched_observation_space_is_refused() -> None:
     model = make_model("ppo")
     with pytest.raises(ValueError, match=r"the model expects image of shape \(3, 32, 32\), the env gives \(3, 64, 64\)"):
         ModelPolicy(model, make_env(image_size=64))
+    with pytest.raises(ValueError, match=r"the model reads text with another vocabulary than the env's"):
+        ModelPolicy(model, make_env(num_colours=3))  # the same shapes, other words
 
 
 @pytest.mark.cuda

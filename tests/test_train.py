@@ -127,16 +127,19 @@ def test_unknown_choice_fails_with_valid_choices(tmp_path: Path) -> None:
         ("+algo.hyperparams.n_stepz=8", "does not take the hyper-parameters ['n_stepz']; valid choices:"),
         ("algo=a2c", "'a2c' has no device-resident variant; it exists for ['dqn', 'ppo']"),
         ("device=gpu", "device must be 'auto', 'cpu' or 'cuda'; got 'gpu'"),
+        ("seed=-1", "seed must be an integer in [0, 2**32); got -1"),
+        ("seed=4294967296", "seed must be an integer in [0, 2**32); got 4294967296"),
+        ("algo.hyperparams.learning_rate=-1", "PPO hyper-parameter learning_rate=-1: must be > 0"),
+        ("algo.hyperparams.gamma=1.5", "PPO hyper-parameter gamma=1.5: must be in [0, 1]"),
+        ("algo=dqn", "DQN hyper-parameter buffer_size=-1: must be >= 1"),
     ],
 )
 def test_bad_key_or_value_fails_fast(tmp_path: Path, override: str, message: str) -> None:
-    start = time.perf_counter()
-    extra = ["algo.device_resident=true"] if override == "algo=a2c" else []
+    extra = {"algo=a2c": ["algo.device_resident=true"], "algo=dqn": ["algo.hyperparams.buffer_size=-1"]}.get(override, [])
     result = run_train([override, *extra, f"run_dir={tmp_path / 'run'}"], tmp_path, timeout=60)
     assert result.returncode != 0
     assert message in result.stderr, result.stderr
-    assert time.perf_counter() - start < 30
-    assert not (tmp_path / "run" / "checkpoints").exists(), "nothing should have been trained"
+    assert not (tmp_path / "run").exists(), "a failed start leaves no run folder behind"
 
 
 def test_overlong_run_dir_fails_with_a_hint(tmp_path: Path) -> None:
