@@ -44,7 +44,7 @@ import mmrl
 from mmrl.agents.model_policy import ModelPolicy
 from mmrl.configs.schema import MISSING, EnvConfig
 from mmrl.core.memory import retain_freed_memory
-from mmrl.runs import RunDirError, atomic_write_json, load_run_config, new_output_dir, resolve_device
+from mmrl.runs import RunDirError, atomic_write_json, load_run_config, new_output_dir, publish_dir, resolve_device
 
 MODEL_FILES = ("best_model.zip", "final_model.zip")
 #: reference policies every built-in env offers; an env may offer more (``careful``, ``planner`` ...)
@@ -392,7 +392,10 @@ def write_evaluation(config: EvaluateConfig, overrides: Sequence[str] = ()) -> P
     config = dataclasses.replace(config, baselines=_check_policies(config, env))
 
     try:
-        out_dir = new_output_dir(config.out if config.out is not None else default_out)
+        final = Path(config.out if config.out is not None else default_out)
+        # written in a hidden folder beside the final one and renamed into place when complete: an evaluation that
+        # is killed never leaves a folder whose metrics.json looks final
+        out_dir = new_output_dir(final.with_name(f".{final.name}.partial"))
     except RunDirError as error:
         raise EvaluationError(str(error)) from None
     try:
@@ -400,7 +403,10 @@ def write_evaluation(config: EvaluateConfig, overrides: Sequence[str] = ()) -> P
     except BaseException:
         shutil.rmtree(out_dir, ignore_errors=True)  # our own new folder: no half-written evaluation is left
         raise
-    return out_dir
+    try:
+        return publish_dir(out_dir, final)
+    except RunDirError as error:
+        raise EvaluationError(str(error)) from None
 
 
 def summary_lines(metrics: dict[str, Any]) -> list[str]:

@@ -85,6 +85,24 @@ def new_output_dir(path: str | os.PathLike[str], attempts: int = 10_000) -> Path
     raise RunDirError(f"could not create a new output folder next to {path}")
 
 
+def publish_dir(work: str | os.PathLike[str], path: str | os.PathLike[str], attempts: int = 10_000) -> Path:
+    """Move a finished folder ``work`` to ``path`` (or ``path-1``, ``path-2`` ... if it exists), in one rename: a
+    reader never sees a half-written folder under the final name, and a killed writer leaves only ``work``.
+
+    :raises RunDirError: when ``attempts`` names are all taken."""
+    work, path = Path(work), Path(path)
+    for n in range(attempts):
+        candidate = _numbered(path, n)
+        if candidate.exists():
+            continue
+        try:
+            os.rename(work, candidate)
+            return candidate
+        except OSError:  # taken meanwhile
+            continue
+    raise RunDirError(f"could not move {work} to a new folder next to {path}")
+
+
 # ---------------------------------------------------------------------------------------------- atomic writes
 def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]) -> Path:
     """Write ``path`` through ``write(file)`` into a temporary file beside it, then rename it into place.

@@ -322,3 +322,31 @@ def test_a_damaged_best_model_falls_back_to_the_final_one(tiny_run: Path, tmp_pa
     out = run_cli([f"run={run}", "episodes=4", "video.episodes=0", f"out={tmp_path / 'ev'}", "baselines=[]"])
     source = load_metrics(out)["source"]
     assert source["model"] == "final_model.zip" and source["skipped_models"][0].startswith("best_model.zip: ")
+
+
+def test_the_output_folder_appears_only_when_complete(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The evaluation is written in a hidden folder and renamed into place at the end: while it runs (or after it
+    fails, or is killed) no folder under the final name holds a metrics.json that looks final."""
+    import mmrl.report
+
+    final = tmp_path / "ev"
+    seen = []
+    original = mmrl.report.write_report
+
+    def checking(out_dir: Path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append((out_dir.name, final.exists()))
+        return original(out_dir, *args, **kwargs)
+
+    monkeypatch.setattr(mmrl.report, "write_report", checking)
+    out = run_cli(["policy=random", "episodes=4", "video.episodes=0", f"out={final}"])
+    assert out == final and (final / "metrics.json").is_file() and (final / "report.html").is_file()
+    assert seen == [(".ev.partial", False)]
+    assert [p.name for p in tmp_path.iterdir()] == ["ev"], "no partial folder is left"
+
+    def failing(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(mmrl.report, "write_report", failing)
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_evaluation(compose_config(["policy=random", "episodes=4", "video.episodes=0", f"out={tmp_path / 'broken'}"]))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ev"], "a failed evaluation leaves nothing behind"
