@@ -357,3 +357,68 @@ def check_env_contract(env_id: str, **options: Any) -> None:
     :raises AssertionError: from the first check that fails (its name is in the traceback)."""
     for check in CONTRACT_CHECKS:
         check(env_id, dict(options))
+
+
+# ---------------------------------------------------------------------------------------------- fuzzing
+def random_options(env_id: str, rng: np.random.Generator) -> Options:
+    """A random valid option set of a built-in env (sizes, modes, the long-term setting), for fuzzing."""
+    if env_id == "mmrl/Recommend-v0":
+        slate = int(rng.integers(2, 17))
+        cols = int(np.ceil(np.sqrt(slate)))
+        side = max(16, 12 * max(cols, int(np.ceil(slate / cols))))
+        options: Options = dict(
+            slate_size=slate, image_size=side + int(rng.integers(0, 24)), max_steps=int(rng.integers(1, 40)),
+            reward=str(rng.choice(["click", "revenue", "satisfaction"])), patience=int(rng.integers(1, 6)),
+            num_categories=int(rng.integers(2, 9)), num_colours=int(rng.integers(2, 9)),
+        )  # fmt: skip
+        if rng.random() < 0.5:
+            options.update(
+                clickbait_appeal=int(rng.integers(0, 6)), trust_levels=int(rng.integers(0, 9)), trust_weight=int(rng.integers(0, 4)),
+                betrayal=int(rng.integers(0, 4)), sessions=int(rng.integers(1, 5)), session_steps=int(rng.integers(0, 12)),
+            )  # fmt: skip
+        return options
+    if env_id == "mmrl/Navigate-v0":
+        room = int(rng.integers(3, 8))
+        view = str(rng.choice(["top_down", "egocentric"]))
+        cells = room + 2 if view == "top_down" else 2 * room + 1
+        return dict(
+            room_size=room, num_distractors=int(rng.integers(0, min(4, room * room - 3) + 1)), view=view,
+            num_colours=int(rng.integers(2, 7)), mission=str(rng.choice(["goto", "pickup", "mixed"])),
+            image_size=4 * cells + int(rng.integers(0, 24)), max_steps=int(rng.integers(1, 64)),
+        )  # fmt: skip
+    if env_id == "mmrl/Diagnose-v0":
+        return dict(
+            patients=int(rng.integers(1, 5)), num_findings=int(rng.integers(2, 5)), image_size=int(rng.integers(32, 140)),
+            clear_scan_prob=float(rng.random()), test_cost=float(rng.random() * 0.2), max_steps=int(rng.integers(1, 30)),
+        )  # fmt: skip
+    raise ValueError(f"no random options for {env_id!r}")
+
+
+def fuzz_steps(env_id: str, options: Options, num_envs: int, steps: int, seed: int) -> int:
+    """Step a batched env of ``options`` with random actions and check every step: shapes, dtypes and bounds of the
+    observations (and final observations), finite rewards, and that the same seed and actions replay it exactly
+    (row 0 also alone, in a batch of one). Returns the env steps taken.
+
+    :raises AssertionError: naming the env, the options and the step."""
+    generator = torch.Generator().manual_seed(seed)
+    env = mmrl.make_batched(env_id, num_envs=num_envs, **options)
+    alone = mmrl.make_batched(env_id, num_envs=1, **options)
+    space = env.single_observation_space
+    low = {k: int(space[k].low.min()) for k in space.spaces}
+    high = {k: int(space[k].high.max()) for k in space.spaces}
+    obs, _ = env.reset(seed=seed)
+    first, _ = alone.reset(seed=seed)
+    where = f"{env_id} {options}"
+    for step in range(steps):
+        actions = torch.randint(env.single_action_space.n, (num_envs,), generator=generator)
+        obs, reward, terminated, truncated, info = env.step(actions)
+        first, reward_alone, *_ = alone.step(actions[:1])
+        assert bool(torch.isfinite(reward).all()), f"{where}: non-finite reward at step {step}"
+        for key, value in [*obs.items(), *info["final_observation"].items()]:
+            assert tuple(value.shape[1:]) == space[key].shape, f"{where}: {key} shape {tuple(value.shape)} at step {step}"
+            if value.numel():
+                assert low[key] <= int(value.min()) and int(value.max()) <= high[key], f"{where}: {key} out of bounds at step {step}"
+        assert all(torch.equal(obs[k][:1], first[k]) for k in obs) and float(reward[0]) == float(reward_alone[0]), (
+            f"{where}: row 0 differs from the same episode alone at step {step}"
+        )
+    return steps * num_envs
