@@ -126,11 +126,6 @@ def build_model(config: TrainConfig, env: Any, device: str) -> BaseAlgorithm:
     )  # fmt: skip
 
 
-def load_model(config: TrainConfig, path: Path, env: Any, device: str) -> BaseAlgorithm:
-    """The model of ``config.algo`` saved at ``path``, attached to ``env``."""
-    return builders.load_algorithm(config.algo.name, path, env, device, config.algo.device_resident)
-
-
 # ----------------------------------------------------------------------------- evaluation
 def evaluation_returns(model: BaseAlgorithm, env: BatchedEnv, seed: int) -> np.ndarray:
     """Returns of one greedy episode of ``model`` per instance of ``env`` (instance ``i`` seeded ``seed + i``)."""
@@ -350,35 +345,12 @@ def train(config: TrainConfig) -> dict[str, Any]:
     if resume is None:
         atomic_write_yaml(run_dir / CONFIG_FILE, dataclasses.asdict(config))
 
-    env = make_train_env(config, device)
-    eval_env = make_eval_env(config, device)
-    references = reference_returns(eval_env, config.eval_seed)
-
-    state: dict[str, Any] = {}
-    resumed_at: int | None = None
-    model: BaseAlgorithm | None = None
-    if resume is not None:
-        skipped: list[tuple[Path, str]] = []
-        restored = load_latest_checkpoint(run_dir / CHECKPOINT_DIR, lambda path: load_model(config, path, env, device), skipped)
-        if restored is None and not config.restart:
-            found = "; ".join(f"{path.name}: {reason}" for path, reason in skipped) or "no checkpoint was written"
-            raise ConfigError(
-                f"resume={str(run_dir)!r}: no checkpoint loads ({found}); nothing was changed. To start this run over "
-                "from step 0 in the same folder, add restart=true"
-            )
-        if restored is None:
-            log.warning("no usable checkpoint in %s; starting the run over (restart=true)", run_dir / CHECKPOINT_DIR)
-        else:
-            model, resumed_at = restored.model, restored.checkpoint.steps
-            state = restored.extra_state.get("trainer", {})
-            restore_env(env, restored.extra_state.get("env"))
-            buffer = getattr(model, "replay_buffer", None)
-            log.info(
-                "resuming %s from %s (step %d)%s", run_dir, restored.checkpoint.model, resumed_at,
-                "" if buffer is None else f"; replay buffer: {buffer.size() * buffer.n_envs} transitions",
-            )  # fmt: skip
-    if model is None:
-        model = build_model(config, env, device)
+    try:
+        env, eval_env, references, model, state, resumed_at = _start(config, run_dir, device)
+    except BaseException:
+        if resume is None:  # a run that never started leaves no folder that looks like a run
+            discard_unstarted_run(run_dir)
+        raise
 
     progress = ProgressCallback(config.total_timesteps) if config.progress else None
     print_fn = progress.progress.console.print if progress else print
@@ -441,6 +413,56 @@ def train(config: TrainConfig) -> dict[str, Any]:
     atomic_write_json(run_dir / SUMMARY_FILE, summary)
     print_summary(summary)
     return summary
+
+
+def _start(config: TrainConfig, run_dir: Path, device: str) -> tuple[Any, BatchedEnv, dict[str, np.ndarray], BaseAlgorithm, dict[str, Any], int | None]:
+    """Everything before the first step: the envs, the references' returns and the model (new, or restored from
+    the run's last good checkpoint with the trainer's state and the step it was taken at)."""
+    try:
+        env = make_train_env(config, device)
+        eval_env = make_eval_env(config, device)
+    except (ValueError, TypeError) as error:  # bad env options: one clear line, as for any other bad config
+        raise ConfigError(f"env {config.env.id} with options {config.env.options}: {error}") from None
+    references = reference_returns(eval_env, config.eval_seed)
+
+    state: dict[str, Any] = {}
+    resumed_at: int | None = None
+    model: BaseAlgorithm | None = None
+    resume = config.resume
+    if resume is not None:
+        skipped: list[tuple[Path, str]] = []
+        restored = load_latest_checkpoint(run_dir / CHECKPOINT_DIR, lambda: build_model(config, env, device), skipped)
+        if restored is None and not config.restart:
+            found = "; ".join(f"{path.name}: {reason}" for path, reason in skipped) or "no checkpoint was written"
+            raise ConfigError(
+                f"resume={str(run_dir)!r}: no checkpoint loads ({found}); nothing was changed. To start this run over "
+                "from step 0 in the same folder, add restart=true"
+            )
+        if restored is None:
+            log.warning("no usable checkpoint in %s; starting the run over (restart=true)", run_dir / CHECKPOINT_DIR)
+        else:
+            model, resumed_at = restored.model, restored.checkpoint.steps
+            state = restored.extra_state.get("trainer", {})
+            restore_env(env, restored.extra_state.get("env"))
+            buffer = getattr(model, "replay_buffer", None)
+            log.info(
+                "resuming %s from %s (step %d)%s", run_dir, restored.checkpoint.model, resumed_at,
+                "" if buffer is None else f"; replay buffer: {buffer.size() * buffer.n_envs} transitions",
+            )  # fmt: skip
+    if model is None:
+        model = build_model(config, env, device)
+
+    return env, eval_env, references, model, state, resumed_at
+
+
+def discard_unstarted_run(run_dir: Path) -> None:
+    """Remove what a run that failed before its first step wrote (``config.yaml``), and its folder when nothing else
+    (but Hydra's ``train.log``) is in it."""
+    (run_dir / CONFIG_FILE).unlink(missing_ok=True)
+    if run_dir.is_dir() and all(p.name == "train.log" and p.is_file() for p in run_dir.iterdir()):
+        for p in run_dir.iterdir():
+            p.unlink()
+        run_dir.rmdir()
 
 
 def restore_env(env: Any, saved: dict[str, torch.Tensor] | None) -> None:
