@@ -66,6 +66,11 @@ class ExtractorConfig:
     pretrained_path: str | None = None
     freeze_pretrained: bool = True
     cache_embeddings: bool = True
+    max_unknown_share: float = 0.2
+    pretrained_image_path: str | None = None
+    freeze_pretrained_image: bool = True
+    image_cache_size: int = 4096
+    pretrained_image_grid: int = 4
     fusion_dim: int = 128
     film_blocks: int = 2
     attention_heads: int = 4

@@ -316,7 +316,7 @@ def test_pretrained_minilm(space32: spaces.Dict) -> None:
 
 
 def test_unknown_names_raise(space32: spaces.Dict) -> None:
-    with pytest.raises(ValueError, match=r"unknown image_encoder 'resnet'; valid choices: \['cnn', 'impala', 'nature'\]"):
+    with pytest.raises(ValueError, match=r"unknown image_encoder 'resnet'; valid choices: \['cnn', 'impala', 'nature', 'pretrained'\]"):
         mmrl.MultimodalExtractor(space32, image_encoder="resnet")
     with pytest.raises(ValueError, match=r"unknown text_encoder 'lstm'; valid choices: \[.*'pretrained'"):
         mmrl.MultimodalExtractor(space32, text_encoder="lstm")

@@ -38,9 +38,10 @@ class ImageEncoder(nn.Module):
             with torch.no_grad():
                 feature_map = trunk(torch.zeros(1, *self.image_shape))
         except RuntimeError as error:  # a convolution larger than its input
+            smallest = " (NatureCNN's 8x8/4, 4x4/2, 3x3 convolutions need 36 px or more)" if name == "nature" else ""
             raise ValueError(
                 f"image_encoder={name!r} cannot encode images of shape {self.image_shape}: {error}. "
-                f"Use larger images or image_encoder='cnn' (works from 16 px)"
+                f"Use larger images{smallest} or image_encoder='cnn' (works from 16 px)"
             ) from None
         self.feature_shape: tuple[int, int, int] = tuple(feature_map.shape[1:])  # type: ignore[assignment]
 

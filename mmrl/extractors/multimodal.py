@@ -10,6 +10,9 @@ Usage with any SB3 / sb3-contrib algorithm that takes a ``MultiInputPolicy``::
 Pipeline: ``image -> image encoder -> feature map``, ``text -> text encoder -> TextFeatures``, both ->
 fusion -> vector; the extra keys (float vectors, masks; one-hot for discrete ones, done by SB3) are
 flattened and appended; a ``Linear + ReLU`` head maps the lot to ``features_dim``.
+
+Token ids are checked on every forward (integers in ``[0, V - 1]``): SB3's ``VecNormalize`` normalises every key of a
+Dict observation by default, ids included, and the text encoder would otherwise fail with a bare ``IndexError``.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ from torch import Tensor, nn
 
 from mmrl.extractors.fusion import FUSIONS, CrossAttentionFusion, FiLMFusion, Fusion, GatedFusion
 from mmrl.extractors.image_encoders import IMAGE_ENCODERS, make_image_encoder
-from mmrl.extractors.pretrained import PretrainedTextEncoder, SentenceEmbeddingCache
+from mmrl.extractors.pretrained import MAX_UNKNOWN_SHARE, PretrainedTextEncoder, SentenceEmbeddingCache
+from mmrl.extractors.pretrained_image import ImageFeatureCache, PretrainedImageEncoder
 from mmrl.extractors.text_encoders import TEXT_ENCODERS, TextEncoder, text_vocab_size
 
 IMAGE_KEY = "image"
@@ -35,6 +39,14 @@ TEXT_KEY = "text"
 MODALITIES = (IMAGE_KEY, TEXT_KEY)
 #: every text encoder name, the pretrained one included
 TEXT_ENCODER_NAMES = (*TEXT_ENCODERS, "pretrained")
+#: every image encoder name, the pretrained one included
+IMAGE_ENCODER_NAMES = (*IMAGE_ENCODERS, "pretrained")
+#: what to do when the token ids reaching the extractor are not ids any more
+VECNORMALIZE_FIX = (
+    "SB3's VecNormalize normalises every key of a Dict observation unless told otherwise, the token ids included: "
+    "keep them as they are with VecNormalize(venv, norm_obs_keys=['image']) (or only your float keys) or "
+    "VecNormalize(venv, norm_obs=False); in RL Zoo hyperparameters, normalize: \"dict(norm_obs=False)\""
+)
 
 
 class MultimodalExtractor(BaseFeaturesExtractor):
@@ -43,13 +55,14 @@ class MultimodalExtractor(BaseFeaturesExtractor):
     :param observation_space: a ``Dict`` with ``image`` (channel-first ``uint8[C, H, W]``, which SB3 scales to
         [0, 1]) and ``text`` (token ids ``[L]``, pad 0, ideally a :class:`~mmrl.core.spaces.TextSpace`), plus
         any other keys (flattened and joined).
-    :param image_encoder: ``cnn``, ``nature`` or ``impala``.
+    :param image_encoder: ``cnn``, ``nature``, ``impala`` or ``pretrained`` (a local Hugging Face vision model,
+        :mod:`mmrl.extractors.pretrained_image`).
     :param text_encoder: ``bag``, ``gru``, ``transformer`` or ``pretrained``.
     :param fusion: ``concat``, ``gated``, ``film`` or ``cross_attention``.
     :param features_dim: size of the output.
     :param modalities: which of ``image``, ``text`` to use; dropping one is an ablation through the same code.
     :param image_channels: conv widths of the image encoder (``None``: cnn (16, 32, 32), nature (32, 64, 64),
-        impala (16, 32, 32)).
+        impala (16, 32, 32)); for ``pretrained`` one width, of the trained 1x1 projection (``None``: (64,)).
     :param text_dim: embedding / hidden size of the text encoder (output projection size for ``pretrained``).
     :param text_layers: GRU or transformer layers (``None``: 1 for ``gru``, 2 for ``transformer``).
     :param text_heads: attention heads of the ``transformer`` text encoder.
@@ -58,6 +71,14 @@ class MultimodalExtractor(BaseFeaturesExtractor):
     :param freeze_pretrained: keep the pretrained model fixed and cache its sentence embeddings.
     :param embedding_cache: a :class:`~mmrl.extractors.pretrained.SentenceEmbeddingCache` to share.
     :param cache_embeddings: cache the frozen pretrained model's sentence embeddings (``False``: run it every time).
+    :param max_unknown_share: the pretrained text encoder fails when its tokenizer maps more than this share of the
+        env's words to its unknown token.
+    :param pretrained_image_path: local Hugging Face vision model folder (model + image processor) for
+        ``image_encoder="pretrained"``.
+    :param freeze_pretrained_image: keep the pretrained image model fixed (and cache its feature maps).
+    :param image_cache_size: feature maps the frozen image model's cache keeps (0: no cache).
+    :param image_feature_cache: a :class:`~mmrl.extractors.pretrained_image.ImageFeatureCache` to share.
+    :param pretrained_image_grid: the pretrained image model's map is average-pooled to at most this many cells a side.
     :param fusion_dim: projection size of ``gated``, attention width of ``cross_attention``.
     :param film_blocks: FiLM blocks of ``film``.
     :param attention_heads: heads of ``cross_attention``.
@@ -81,6 +102,12 @@ class MultimodalExtractor(BaseFeaturesExtractor):
         freeze_pretrained: bool = True,
         embedding_cache: SentenceEmbeddingCache | None = None,
         cache_embeddings: bool = True,
+        max_unknown_share: float = MAX_UNKNOWN_SHARE,
+        pretrained_image_path: str | os.PathLike[str] | None = None,
+        freeze_pretrained_image: bool = True,
+        image_cache_size: int = 4096,
+        image_feature_cache: ImageFeatureCache | None = None,
+        pretrained_image_grid: int = 4,
         fusion_dim: int = 128,
         film_blocks: int = 2,
         attention_heads: int = 4,
@@ -91,14 +118,23 @@ class MultimodalExtractor(BaseFeaturesExtractor):
         encoders: dict[str, nn.Module] = {}
         feature_shape = text_out = token_dim = None
         if IMAGE_KEY in modalities:
-            image = make_image_encoder(image_encoder, observation_space[IMAGE_KEY].shape, image_channels)
+            image_shape = observation_space[IMAGE_KEY].shape
+            if image_encoder == "pretrained":
+                image = _make_pretrained_image_encoder(
+                    image_shape, pretrained_image_path, image_channels, pretrained_image_grid,
+                    freeze_pretrained_image, image_cache_size, image_feature_cache,
+                )  # fmt: skip
+            else:
+                image = make_image_encoder(image_encoder, image_shape, image_channels)
             encoders[IMAGE_KEY], feature_shape = image, image.feature_shape
+        vocab_size = None
         if TEXT_KEY in modalities:
             text = _make_text_encoder(
                 observation_space[TEXT_KEY], text_encoder, text_dim, text_layers, text_heads,
-                pretrained_path, freeze_pretrained, embedding_cache, cache_embeddings,
+                pretrained_path, freeze_pretrained, embedding_cache, cache_embeddings, max_unknown_share,
             )  # fmt: skip
             encoders[TEXT_KEY], text_out, token_dim = text, text.output_dim, text.token_dim
+            vocab_size = text_vocab_size(observation_space[TEXT_KEY])
         fusion_module = _make_fusion(
             fusion, feature_shape, text_out, token_dim, fusion_dim=fusion_dim, film_blocks=film_blocks,
             attention_heads=attention_heads,
@@ -112,6 +148,7 @@ class MultimodalExtractor(BaseFeaturesExtractor):
         self.encoders = nn.ModuleDict(encoders)
         self.fusion = fusion_module
         self.extra_keys = extra
+        self.vocab_size = vocab_size
         self.head = nn.Sequential(nn.Linear(fusion_module.output_dim + extra_dim, features_dim), nn.ReLU())
 
     def forward(self, observations: dict[str, Tensor]) -> Tensor:
@@ -119,10 +156,32 @@ class MultimodalExtractor(BaseFeaturesExtractor):
         token ids, extra keys float32[B, ...].
         :return: float32[B, features_dim]."""
         feature_map = self.encoders[IMAGE_KEY](observations[IMAGE_KEY]) if IMAGE_KEY in self.encoders else None
-        text = self.encoders[TEXT_KEY](observations[TEXT_KEY]) if TEXT_KEY in self.encoders else None
+        text = None
+        if TEXT_KEY in self.encoders:
+            self.check_token_ids(observations[TEXT_KEY])
+            text = self.encoders[TEXT_KEY](observations[TEXT_KEY])
         parts = [self.fusion(feature_map, text)]
         parts += [observations[key].flatten(1).float() for key in self.extra_keys]
         return self.head(torch.cat(parts, dim=1))
+
+    def check_token_ids(self, ids: Tensor) -> None:
+        """Raise ``ValueError`` naming the likely cause (VecNormalize) unless ``ids`` float32/int64[B, L] are integers
+        in ``[0, vocab_size - 1]``. One reduction over a small tensor, so it runs on every forward."""
+        assert self.vocab_size is not None
+        bad = (ids < 0) | (ids > self.vocab_size - 1)
+        if ids.is_floating_point():
+            bad |= ids != ids.round()
+        if bool(bad.any()):
+            examples = [round(float(v), 3) for v in ids[bad][:5].tolist()]
+            raise ValueError(
+                f"MultimodalExtractor got text token ids that are not integers in [0, {self.vocab_size - 1}] (e.g. "
+                f"{examples}): something changed the ids between the env and the policy. {VECNORMALIZE_FIX}"
+            )
+
+    @property
+    def image_encoder(self) -> nn.Module | None:
+        """The image encoder (``None`` when the image is dropped)."""
+        return self.encoders[IMAGE_KEY] if IMAGE_KEY in self.encoders else None
 
     @property
     def text_encoder(self) -> TextEncoder | None:
@@ -146,8 +205,8 @@ def _check_arguments(
     unknown = [m for m in modalities if m not in MODALITIES]
     if unknown or not modalities:
         raise ValueError(f"modalities must be a non-empty subset of {list(MODALITIES)}; got {list(modalities)}")
-    if image_encoder not in IMAGE_ENCODERS:
-        raise ValueError(f"unknown image_encoder {image_encoder!r}; valid choices: {sorted(IMAGE_ENCODERS)}")
+    if image_encoder not in IMAGE_ENCODER_NAMES:
+        raise ValueError(f"unknown image_encoder {image_encoder!r}; valid choices: {sorted(IMAGE_ENCODER_NAMES)}")
     if text_encoder not in TEXT_ENCODER_NAMES:
         raise ValueError(f"unknown text_encoder {text_encoder!r}; valid choices: {sorted(TEXT_ENCODER_NAMES)}")
     if fusion not in FUSIONS:
@@ -179,17 +238,38 @@ def _make_text_encoder(
     freeze_pretrained: bool,
     embedding_cache: SentenceEmbeddingCache | None,
     cache_embeddings: bool,
+    max_unknown_share: float,
 ) -> TextEncoder:
     if name == "pretrained":
         return PretrainedTextEncoder(
-            space, dim, pretrained_path, freeze=freeze_pretrained, cache=embedding_cache, use_cache=cache_embeddings
-        )
+            space, dim, pretrained_path, freeze=freeze_pretrained, cache=embedding_cache, use_cache=cache_embeddings,
+            max_unknown_share=max_unknown_share,
+        )  # fmt: skip
     vocab_size, max_length = text_vocab_size(space), int(space.shape[0])
     if name == "bag":
         return TEXT_ENCODERS["bag"](vocab_size, max_length, dim)
     if name == "gru":
         return TEXT_ENCODERS["gru"](vocab_size, max_length, dim, num_layers or 1)
     return TEXT_ENCODERS["transformer"](vocab_size, max_length, dim, num_layers or 2, num_heads)
+
+
+def _make_pretrained_image_encoder(
+    image_shape: Sequence[int],
+    path: str | os.PathLike[str] | None,
+    channels: Sequence[int] | None,
+    grid: int,
+    freeze: bool,
+    cache_size: int,
+    cache: ImageFeatureCache | None,
+) -> PretrainedImageEncoder:
+    if channels is not None and len(channels) != 1:
+        raise ValueError(
+            f"image_encoder='pretrained' takes one image_channels width (of its trained 1x1 projection); got {tuple(channels)}"
+        )
+    width = 64 if channels is None else int(channels[0])
+    return PretrainedImageEncoder(
+        image_shape, path, channels=width, grid=grid, freeze=freeze, cache_size=cache_size, cache=cache
+    )
 
 
 def _make_fusion(

@@ -31,6 +31,10 @@ from mmrl.core.spaces import TextSpace, Vocabulary
 from mmrl.extractors.text_encoders import TextEncoder, TextFeatures, masked_mean
 
 BERT_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+#: files of which a model folder must hold one for its tokenizer to load (WordPiece, BPE, SentencePiece, fast)
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model")
+#: default bound on the share of the env's words that the tokenizer maps to its unknown token
+MAX_UNKNOWN_SHARE = 0.2
 
 
 class SentenceEmbeddingCache:
@@ -145,6 +149,49 @@ def _load(path: str, freeze: bool) -> tuple[Any, nn.Module]:
     return tokenizer, model
 
 
+def check_tokenizer_files(path: str | os.PathLike[str]) -> None:
+    """Raise ``ValueError`` unless the folder holds a tokenizer.
+
+    Without its files ``AutoTokenizer`` still loads, for a BERT config, a tokenizer that knows only the special
+    tokens, so every word would silently become the unknown token."""
+    folder = Path(path)
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        present = sorted(p.name for p in folder.iterdir())[:12]
+        raise ValueError(
+            f"the pretrained model folder {str(folder)!r} has no tokenizer (none of {list(TOKENIZER_FILES)}; it holds "
+            f"{present}): save the tokenizer beside the model, tokenizer.save_pretrained(folder)"
+        )
+
+
+def unknown_words(tokenizer: Any, vocabulary: Vocabulary) -> list[str]:
+    """The vocabulary's words (padding and ``<unk>`` aside) of which ``tokenizer`` maps a piece to its unknown token
+    (none for a byte-level tokenizer, which has no unknown token)."""
+    unk = getattr(tokenizer, "unk_token_id", None)
+    words = list(vocabulary.words[2:])
+    if unk is None or not words:
+        return []
+    pieces = tokenizer(words, add_special_tokens=False)["input_ids"]
+    return [word for word, ids in zip(words, pieces) if unk in ids]
+
+
+def check_vocabulary_coverage(tokenizer: Any, vocabulary: Vocabulary, path: str, max_unknown_share: float) -> float:
+    """The share of the env's words that ``tokenizer`` cannot read; ``ValueError`` naming the model folder, the
+    share and some of the words when it is above ``max_unknown_share``.
+
+    A frozen model fed unknown tokens returns the same embedding for different wishes, so the policy cannot read
+    them; this fails at construction instead of after a training run that did not learn."""
+    unknown = unknown_words(tokenizer, vocabulary)
+    share = len(unknown) / max(1, len(vocabulary) - 2)
+    if share > max_unknown_share:
+        raise ValueError(
+            f"the tokenizer of the pretrained model {path!r} maps {share:.0%} of the env's vocabulary "
+            f"({len(unknown)} of {len(vocabulary) - 2} words) to its unknown token {tokenizer.unk_token!r}, more than "
+            f"max_unknown_share={max_unknown_share:.0%}; unknown words include {unknown[:8]}. Use a model whose "
+            f"tokenizer covers the task's English words (e.g. all-MiniLM-L6-v2, the default), or raise max_unknown_share"
+        )
+    return share
+
+
 class PretrainedTextEncoder(TextEncoder):
     """Sentence embeddings of a local Hugging Face encoder, then a trained ``Linear + ReLU`` to ``dim``.
 
@@ -154,6 +201,8 @@ class PretrainedTextEncoder(TextEncoder):
     :param freeze: keep the model's weights fixed (default). ``False`` fine-tunes it (no cache then).
     :param cache: a :class:`SentenceEmbeddingCache` to use (and share); ``None`` = a new one.
     :param use_cache: cache sentence embeddings (frozen model only).
+    :param max_unknown_share: fail when the tokenizer maps more than this share of the env's words to its unknown
+        token (``unknown_share`` keeps the measured share).
     """
 
     def __init__(
@@ -164,6 +213,7 @@ class PretrainedTextEncoder(TextEncoder):
         freeze: bool = True,
         cache: SentenceEmbeddingCache | None = None,
         use_cache: bool = True,
+        max_unknown_share: float = MAX_UNKNOWN_SHARE,
     ):
         super().__init__()
         if not isinstance(text_space, TextSpace):
@@ -171,10 +221,13 @@ class PretrainedTextEncoder(TextEncoder):
                 f"text_encoder='pretrained' needs a TextSpace (with a vocabulary to decode the ids to words); "
                 f"got {text_space}; valid choices for a plain Box of ids: ['bag', 'gru', 'transformer']"
             )
+        if not 0.0 <= max_unknown_share <= 1.0:
+            raise ValueError(f"max_unknown_share must be in [0, 1]; got {max_unknown_share}")
         path = default_model_path() if path is None else path
         if not Path(path).is_dir():
             raise ValueError(f"pretrained_path {str(path)!r} is not a folder (expected save_pretrained output)")
         self.path = str(Path(path).resolve())
+        check_tokenizer_files(self.path)
         self.vocabulary = text_space.vocabulary
         self.freeze = freeze
         if cache is not None and not (freeze and use_cache):
@@ -184,6 +237,8 @@ class PretrainedTextEncoder(TextEncoder):
             self.tokenizer = self._frozen[0]
         else:
             self.tokenizer, self.model = _load(self.path, freeze=False)
+        self.unknown_share = check_vocabulary_coverage(self.tokenizer, self.vocabulary, self.path, max_unknown_share)
+        """Share of the env's words that the tokenizer maps to its unknown token."""
         self.cache: SentenceEmbeddingCache | None = None
         if freeze and use_cache:
             if cache is None:
