@@ -262,3 +262,17 @@ def test_pretrained_image_bad_paths_fail_clearly(vision_models: dict[str, Path],
     gray = spaces.Dict({"image": spaces.Box(0, 255, (1, 32, 32), np.uint8), "text": space["text"]})
     with pytest.raises(ValueError, match="takes 3-channel images; the observation has 1 channels"):
         mmrl.MultimodalExtractor(gray, image_encoder="pretrained", pretrained_image_path=vision_models["vit"])
+
+
+@pytest.mark.parametrize("kind", ["vit", "clip"])
+def test_pixels_match_the_image_processor(vision_models: dict[str, Path], kind: str) -> None:
+    """At the model's own size, the torch preprocessing gives the pixel values of the model's image processor."""
+    from transformers import AutoImageProcessor
+
+    venv = mmrl.make_vec(ENV_ID, num_envs=2, seed=0, image_size=32)
+    images = venv.reset()["image"]  # uint8[2, 3, 32, 32]
+    processor = AutoImageProcessor.from_pretrained(str(vision_models[kind]), local_files_only=True)
+    expected = processor(images=list(images.transpose(0, 2, 3, 1)), return_tensors="pt")["pixel_values"]
+    trunk = PretrainedImageEncoder((3, 32, 32), vision_models[kind]).trunk
+    ours = (torch.as_tensor(images).float() / 255 * trunk.input.scale - trunk.mean) / trunk.std
+    torch.testing.assert_close(ours, expected.float(), rtol=1e-4, atol=1e-4)

@@ -44,6 +44,8 @@ class ImageInput(NamedTuple):
 
     size: tuple[int, int]
     """(height, width) the images are resized to."""
+    scale: float
+    """Factor from SB3's [0, 1] pixels to the processor's before normalising (1 for the usual ``rescale_factor=1/255``)."""
     mean: tuple[float, ...]
     std: tuple[float, ...]
 
@@ -73,7 +75,11 @@ def image_input(processor: Any, path: str) -> ImageInput:
         mean, std = tuple(processor.image_mean), tuple(processor.image_std)
     else:
         mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
-    return ImageInput((int(height), int(width)), tuple(float(m) for m in mean), tuple(float(s) for s in std))
+    # The processor maps 8-bit pixels p to p * rescale_factor (or leaves them) before normalising; SB3 gives p / 255.
+    scale = 255.0 * float(getattr(processor, "rescale_factor", 1 / 255)) if getattr(processor, "do_rescale", True) else 255.0
+    return ImageInput(
+        (int(height), int(width)), scale, tuple(float(m) for m in mean), tuple(float(s) for s in std)
+    )
 
 
 def check_model_folder(path: str | os.PathLike[str] | None) -> str:
@@ -305,7 +311,7 @@ class PretrainedImageTrunk(nn.Module):
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
             for chunk in images.split(self.max_batch):
                 pixels = F.interpolate(chunk, size=self.input.size, mode="bilinear", align_corners=False, antialias=True)
-                pixels = (pixels - self.mean) / self.std
+                pixels = (pixels * self.input.scale - self.mean) / self.std
                 feature_map = hidden_to_map(model(pixel_values=pixels).last_hidden_state)
                 side = (min(self.grid, feature_map.shape[2]), min(self.grid, feature_map.shape[3]))
                 maps.append(F.adaptive_avg_pool2d(feature_map, side).float())
