@@ -109,7 +109,9 @@ class TrainConfig:
     eval_seed: int = 1_000_000
     """Episode ``i`` of every evaluation is seeded ``eval_seed + i`` (apart from training seeds)."""
     resume: str | None = None
-    """A run directory to continue from its last good checkpoint, with its own saved config."""
+    """A run directory to continue from its last good checkpoint, with its own saved config; ``auto``: continue the
+    run in ``run_dir`` if one was started there, else start it there (for jobs a scheduler requeues; give a
+    ``run_dir`` without the time in it)."""
     restart: bool = False
     """With ``resume``: start the run over from step 0 when none of its checkpoints loads (by default resuming then
     fails, naming what it found, and changes nothing)."""

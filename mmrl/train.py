@@ -40,6 +40,7 @@ import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.logger import CSVOutputFormat, KVWriter, Logger, TensorBoardOutputFormat
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
 import mmrl
 from mmrl.agents import builders
@@ -55,6 +56,7 @@ from mmrl.runs import (
     CONFIG_FILE, SUMMARY_FILE, RunDirError, atomic_write_json, atomic_write_text, atomic_write_yaml,
     check_run_dir_name, load_run_config, resolve_device, unique_run_dir,
 )  # fmt: skip
+from mmrl.stop_signals import StopSignals
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -63,6 +65,8 @@ log = logging.getLogger("mmrl.train")
 
 #: command-line keys that still apply when resuming (the rest comes from the run's saved config)
 RESUME_OVERRIDABLE = ("resume", "restart", "progress", "threads")
+#: ``resume=auto``: resume the run in ``run_dir`` when it exists there, else start it there (for requeued jobs)
+AUTO_RESUME = "auto"
 
 
 class ConfigError(ValueError):
@@ -171,13 +175,15 @@ class RunCallback(BaseCallback):
     :param keep_checkpoints: how many of the latest checkpoints to keep.
     :param eval_seed: evaluation episode ``i`` is seeded ``eval_seed + i``.
     :param compiled_env: the training env is compiled (see :meth:`_on_rollout_end`).
+    :param stop: the run's stop signals: learning ends at the step after one is received.
     """
 
     def __init__(
         self, run_dir: Path, eval_env: BatchedEnv, state: dict[str, Any], *, eval_every: int, checkpoint_every: int,
-        keep_checkpoints: int, eval_seed: int, compiled_env: bool = False,
+        keep_checkpoints: int, eval_seed: int, compiled_env: bool = False, stop: StopSignals | None = None,
     ):  # fmt: skip
         super().__init__()
+        self.stop = stop
         self.run_dir = run_dir
         self.eval_env = eval_env
         self.state = state
@@ -192,10 +198,12 @@ class RunCallback(BaseCallback):
         return math.inf if every <= 0 else (last // every + 1) * every  # type: ignore[return-value]
 
     def _on_training_start(self) -> None:
+        self.rollout_start = self.num_timesteps
         self.next_eval = self._next(self.eval_every, self.state.get("last_eval_step", 0))
         self.next_checkpoint = self._next(self.checkpoint_every, self.num_timesteps)
 
     def _on_rollout_start(self) -> None:
+        self.rollout_start = self.num_timesteps
         if self.num_timesteps >= self.next_eval:
             self.record_evaluation()
             self.next_eval = self._next(self.eval_every, self.num_timesteps)
@@ -204,7 +212,7 @@ class RunCallback(BaseCallback):
             self.next_checkpoint = self._next(self.checkpoint_every, self.num_timesteps)
 
     def _on_step(self) -> bool:
-        return True
+        return self.stop is None or self.stop.received is None  # False ends model.learn at this step
 
     def _on_rollout_end(self) -> None:
         # A compiled env leaves a great many long-lived compiler objects behind, and every full pass of the garbage
@@ -262,6 +270,7 @@ class ProgressCallback(BaseCallback):
         self._last = 0.0
 
     def _on_training_start(self) -> None:
+        self.rollout_start = self.num_timesteps
         self.start_steps, self.start_time = self.num_timesteps, time.perf_counter()
         self.progress.start()
         self.task = self.progress.add_task("train", total=self.total, completed=self.num_timesteps, fps="-", ret="-")
@@ -331,7 +340,21 @@ def make_logger(run_dir: Path, resumed_at: int | None, print_fn: Callable[[str],
 # ----------------------------------------------------------------------------- the run
 def train(config: TrainConfig) -> dict[str, Any]:
     """Train (or, with ``config.resume``, resume) the run ``config`` describes; return the summary (also saved as
-    ``summary.json``). A resumed run's ``config`` is its saved one (see :func:`to_train_config`)."""
+    ``summary.json``). A resumed run's ``config`` is its saved one (see :func:`to_train_config`).
+
+    SIGTERM or SIGUSR1 stop the run at its next env step: it writes a checkpoint, says how to resume, and passes
+    the signal on (see :mod:`mmrl.stop_signals`), so a scheduler's requeue continues where it stopped."""
+    stop = StopSignals()
+    with stop:
+        summary = _train(config, stop)
+    if summary is None:
+        stop.hand_on()
+        raise AssertionError("unreachable: hand_on exits")  # pragma: no cover
+    return summary
+
+
+def _train(config: TrainConfig, stop: StopSignals) -> dict[str, Any] | None:
+    """:func:`train` with its stop signals; ``None`` when a signal stopped it (after writing a checkpoint)."""
     check_config(config)
     resume = config.resume
     if resume is not None:
@@ -358,6 +381,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     run_callback = RunCallback(
         run_dir, eval_env, state, eval_every=config.eval_every, checkpoint_every=config.checkpoint_every,
         keep_checkpoints=config.keep_checkpoints, eval_seed=config.eval_seed, compiled_env=config.env.compile,
+        stop=stop,
     )  # fmt: skip
     callbacks: list[BaseCallback] = [run_callback] + ([progress] if progress else [])
 
@@ -371,6 +395,20 @@ def train(config: TrainConfig) -> dict[str, Any]:
     wall = time.perf_counter() - start
 
     run_callback.init_callback(model)
+    if stop.received is not None and model.num_timesteps < config.total_timesteps:
+        if not isinstance(model, OffPolicyAlgorithm):
+            # The cut rollout was never trained on and is dropped, as if it had not been collected: the checkpoint
+            # is at a rollout boundary, so the resumed run ends at the same step as an uninterrupted one.
+            model.num_timesteps = run_callback.rollout_start
+        run_callback.checkpoint()
+        model.logger.dump(model.num_timesteps)
+        model.logger.close()
+        print(
+            f"mmrl.train: stopped by {stop.received.name} at step {model.num_timesteps:,} of {config.total_timesteps:,}; "
+            f"checkpoint written. Continue with: python -m mmrl.train resume={run_dir}",
+            file=sys.stderr, flush=True,
+        )  # fmt: skip
+        return None
     if state.get("last_eval_step") == model.num_timesteps:  # e.g. resuming a run that had already finished
         final_return = state["evaluations"][-1]["mean_return"]
     else:
@@ -506,6 +544,8 @@ def print_summary(summary: dict[str, Any]) -> None:
 # ----------------------------------------------------------------------------- the command line (Hydra)
 def _run_dir(resume: str | None, run_dir: str) -> str:
     """Hydra's run folder: the resumed run's, else ``run_dir``, checked before Hydra creates it."""
+    if resume == AUTO_RESUME:
+        resume = None  # the run lives in run_dir, whether it is resumed or starts there
     path = resume if resume is not None else run_dir
     if resume is not None and not (Path(resume) / CONFIG_FILE).is_file():  # before Hydra creates the folder
         raise ValueError(f"resume={resume!r}: not a run directory ({CONFIG_FILE} is missing there)")
@@ -558,6 +598,8 @@ def to_train_config(cfg: DictConfig) -> TrainConfig:
     from omegaconf.errors import OmegaConfBaseException
 
     check_keys(cfg)
+    if cfg.resume == AUTO_RESUME:  # a requeued job: continue the run in run_dir if it was started, else start it
+        cfg.resume = cfg.run_dir if (Path(cfg.run_dir) / CONFIG_FILE).is_file() else None
     if cfg.resume is not None:
         ignored = ignored_resume_overrides()
         try:
@@ -641,7 +683,7 @@ def check_run_folder_arguments(argv: Sequence[str]) -> None:
     for argument in argv:
         key, _, value = argument.partition("=")
         key = key.lstrip("+~")
-        if key not in ("resume", "run_dir") or "${" in value:
+        if key not in ("resume", "run_dir") or "${" in value or (key == "resume" and value == AUTO_RESUME):
             continue
         try:
             _run_dir(value if key == "resume" and value not in ("", "null") else None, value if key == "run_dir" else "runs")

@@ -408,3 +408,60 @@ def test_composed_config_is_plain_values() -> None:
     assert type(config.extractor.image_channels) is list and config.extractor.fusion == "concat"
     assert "${" not in config.run_dir and config.run_dir.startswith("runs/navigate_easy-ppo-3-")
     assert compose_config([]).eval_every == 25_000
+
+
+@pytest.mark.parametrize("stop_signal", ["SIGTERM", "SIGUSR1"])
+def test_stop_signal_checkpoints_and_a_requeued_job_resumes(tmp_path: Path, stop_signal: str) -> None:
+    """What a scheduler does: a stop signal mid-run, then the same command again (``resume=auto``). The run stops
+    at its next step, checkpoints, exits with 128 + the signal's number, and the rerun ends where an uninterrupted
+    run does."""
+    signum = getattr(signal, stop_signal)
+    run_dir = tmp_path / "runs" / "requeued"
+    args = [*TINY, "total_timesteps=3200", "eval_every=0", "checkpoint_every=0", "resume=auto", f"run_dir={run_dir}"]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mmrl.train", *args], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    progress = run_dir / "progress.csv"
+    try:
+        deadline = time.monotonic() + 90
+        while not (progress.is_file() and len(progress.read_text().splitlines()) >= 3):  # two rollouts logged
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "no progress within 90 s"
+            time.sleep(0.05)
+        os.kill(process.pid, signum)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 128 + signum, stderr[-3000:]
+    assert f"stopped by {stop_signal} at step" in stderr and f"resume={run_dir}" in stderr, stderr[-3000:]
+    (checkpoint,) = list_checkpoints(run_dir / CHECKPOINT_DIR)
+    assert 128 <= checkpoint.steps < 3200 and checkpoint.steps % ROLLOUT == 0, "at a rollout boundary"
+    assert not (run_dir / "summary.json").exists()
+
+    result = run_train(args, tmp_path)  # the same command again
+    check_ok(result)
+    summary = summary_of(run_dir)
+    assert summary["resumed_from"] == checkpoint.steps and summary["total_timesteps"] == 3200
+
+
+def test_stop_signals_hand_the_signal_on() -> None:
+    from mmrl.stop_signals import StopSignals
+
+    seen: list[int] = []
+    previous = signal.signal(signal.SIGUSR1, lambda signum, frame: seen.append(signum))
+    try:
+        with StopSignals() as stop:
+            os.kill(os.getpid(), signal.SIGUSR1)
+            time.sleep(0.01)
+            assert stop.received == signal.SIGUSR1 and seen == [], "recorded, not passed on yet"
+        with pytest.raises(SystemExit) as exited:
+            stop.hand_on()
+        assert seen == [signal.SIGUSR1] and exited.value.code == 128 + signal.SIGUSR1
+        assert signal.getsignal(signal.SIGUSR1) is not stop._record, "the old handler is back"
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    with StopSignals() as quiet:
+        pass
+    quiet.hand_on()  # no signal: nothing happens
