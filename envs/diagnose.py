@@ -29,7 +29,8 @@ cavity     tuberculosis  cyst
 
 **Action space.** ``Discrete(3 + 2 * num_findings)``: ``0..2`` order a test (:class:`Exam`: blood
 count, detailed scan, temperature chart); ``3 + c`` diagnoses condition ``c`` (:data:`CONDITIONS`
-order, i.e. ``c = 2 * finding + (0 if infection else 1)``).
+order, i.e. ``c = 2 * finding + (0 if infection else 1)``). ``action_masks()`` (and ``info["action_mask"]``
+on the Gymnasium, SB3 and TorchRL faces) rules out the tests already ordered for the current patient.
 
 **Observation space.** ``Dict(image=Box(0, 255, (3, S, S), uint8), text=TextSpace(V, L))``.
 The image is a greyscale scan composed from an 8x8 grid of noisy tissue sprites: body wall, two lung
@@ -590,6 +591,12 @@ class Diagnose(BatchedEnv[DiagnoseState]):
         torch.index_select(self._scans, 0, index.repeat_interleave(3), out=images.view(3 * batch, images.shape[-1] ** 2))
         self._paster.paste(buffer, self._corner_position[state.lesion_corner], state.lesion_look, skip=zoomed)
         return {"image": images, "text": state.text.clone()}
+
+    def _action_mask(self, state: DiagnoseState) -> Tensor:
+        """bool[B, A]: a test only while not yet ordered for this patient (again it costs and reveals nothing);
+        every diagnosis always."""
+        diagnoses = torch.ones((state.revealed.shape[0], self.params.num_conditions), dtype=torch.bool, device=self.device)
+        return torch.cat([~state.revealed, diagnoses], dim=1)
 
     def _decision_info(self, state: DiagnoseState) -> dict[str, Tensor]:
         return {

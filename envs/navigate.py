@@ -24,6 +24,10 @@ nothing (the step is spent). Facing an object, they end the episode:
 * ``pick up`` facing the target, when the instruction is *pick up*: success (the object is taken);
 * anything else (a distractor, or the wrong verb for the target): failure.
 
+**Action mask.** ``action_masks()`` (and ``info["action_mask"]`` on the Gymnasium, SB3 and TorchRL faces)
+marks the actions that can change anything: the turns always, ``forward`` unless a wall or an object is
+ahead, ``pick up`` and ``done`` only facing an object.
+
 **Observation space.** ``Dict(image=Box(0, 255, (3, S, S), uint8), text=TextSpace(V, L))``: an
 RGB view of the room (walls, floor, objects as coloured shapes, the agent as a white triangle pointing
 where it faces), and the instruction as padded token ids (constant in an episode). ``view="top_down"``
@@ -231,6 +235,18 @@ def _front_cells(agent: Tensor, heading: Tensor, steps: Tensor) -> Tensor:
     return agent + steps[heading]
 
 
+def ahead(
+    agent: Tensor, heading: Tensor, objects: Tensor, present: Tensor, room_size: int, steps: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """What lies in the cell the agent faces, batched: ``(front int64[B, 2], facing bool[B, K], in_room bool[B])``;
+    ``facing`` marks the present object there (what ``pick up`` and ``done`` act on), ``in_room`` that the cell
+    is not a wall."""
+    front = _front_cells(agent, heading, steps)
+    facing = present & (objects == front[:, None, :]).all(dim=2)
+    in_room = ((front >= 1) & (front <= room_size)).all(dim=1)
+    return front, facing, in_room
+
+
 def move_rule(
     agent: Tensor, heading: Tensor, actions: Tensor, objects: Tensor, present: Tensor, room_size: int, steps: Tensor
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -238,9 +254,7 @@ def move_rule(
 
     ``facing`` bool[B, K] marks the present object (if any) in the cell the agent faced *before*
     the step (what ``pick up`` and ``done`` act on)."""
-    front = _front_cells(agent, heading, steps)
-    facing = present & (objects == front[:, None, :]).all(dim=2)
-    in_room = ((front >= 1) & (front <= room_size)).all(dim=1)
+    front, facing, in_room = ahead(agent, heading, objects, present, room_size, steps)
     move = (actions == int(Action.FORWARD)) & in_room & ~facing.any(dim=1)
     agent = torch.where(move[:, None], front, agent)
     turn = torch.where(actions == int(Action.LEFT), 3, torch.where(actions == int(Action.RIGHT), 1, 0))
@@ -415,6 +429,16 @@ class Navigate(BatchedEnv[NavigateState]):
             end_reason=end_reason.clone(),
         )
         return next_state, reward, acted, {"success": success, "end_reason": end_reason}
+
+    def _action_mask(self, state: NavigateState) -> Tensor:
+        """bool[B, 5]: turning always; ``forward`` unless a wall or an object blocks it; ``pick up`` and ``done``
+        only facing an object (elsewhere each of these spends a step and changes nothing)."""
+        _, facing, in_room = ahead(state.agent, state.heading, state.objects, state.present, self.params.room_size, self._steps)
+        facing_object = facing.any(dim=1)
+        turn = torch.ones_like(facing_object)
+        by_action = {Action.LEFT: turn, Action.RIGHT: turn, Action.FORWARD: in_room & ~facing_object,
+                     Action.PICKUP: facing_object, Action.DONE: facing_object}  # fmt: skip
+        return torch.stack([by_action[action] for action in Action], dim=1)
 
     def _observe(self, state: NavigateState) -> dict[str, Tensor]:
         g = self.params.grid_size

@@ -13,7 +13,8 @@ Every slate holds the wished category and colour *and* a decoy category and colo
 2x2 design, so the image alone cannot tell the wish from the decoy, and the text alone cannot tell
 which slot holds it.
 
-**Action space.** ``Discrete(K)``: the slot to recommend.
+**Action space.** ``Discrete(K)``: the slot to recommend. Every slot holds an item, so ``action_masks()``
+(and ``info["action_mask"]`` on the Gymnasium, SB3 and TorchRL faces) is all true.
 
 **Observation space.** ``Dict(image=Box(0, 255, (3, S, S), uint8), text=TextSpace(V, L))``: the slate
 (a grid of thumbnails, each with 1-4 price pips on top) and the shopper's utterance (feedback on the

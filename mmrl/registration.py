@@ -14,6 +14,7 @@ from typing import Any
 
 import gymnasium as gym
 import torch
+from gymnasium.vector import AutoresetMode
 
 from mmrl.core.adapters import GymVectorEnv, SB3VecEnv, SingleEnv
 from mmrl.core.batched_env import BatchedEnv
@@ -50,12 +51,13 @@ def make_gym_vector_env(
     device: str = "cpu",
     render_mode: str | None = None,
     compile: bool = False,
+    autoreset_mode: AutoresetMode | str = AutoresetMode.SAME_STEP,
     **params: Any,
 ) -> GymVectorEnv:
     """Gymnasium ``vector_entry_point``: ``num_envs`` instances as one batched env (``compile``: see
-    :func:`make_batched`)."""
+    :func:`make_batched`; ``autoreset_mode``: ``SAME_STEP`` or ``DISABLED``, see :class:`GymVectorEnv`)."""
     env = env_class(num_envs=num_envs, device=device, **params)
-    return GymVectorEnv(_maybe_compile(env, compile), render_mode=render_mode)
+    return GymVectorEnv(_maybe_compile(env, compile), render_mode=render_mode, autoreset_mode=autoreset_mode)
 
 
 def make_batched(

@@ -92,7 +92,7 @@ class BatchedEnv(ABC, Generic[StateT]):
     Subclasses set ``single_observation_space`` (a ``Dict`` with ``image`` and ``text``),
     ``single_action_space`` and ``max_episode_steps`` in ``__init__``. What generic code (evaluation,
     reports, baselines) needs to know about a task it asks through the declarations below, never by the
-    class's name: ``end_reasons``, ``value_key``, ``task_metrics``, :meth:`reference_policies`,
+    class's name: ``end_reasons``, ``value_key``, ``task_metrics``, :meth:`reference_policies`, :meth:`_action_mask`,
     :meth:`describe_action`.
 
     :param num_envs: number of instances ``B``.
@@ -111,6 +111,9 @@ class BatchedEnv(ABC, Generic[StateT]):
     value_key: ClassVar[str | None] = None
     #: The env's own evaluation metrics (:class:`mmrl.metrics.TaskMetrics`): click-through rate, success rate ...
     task_metrics: ClassVar["TaskMetrics | None"] = None
+    #: Attributes and methods whose value is batch-first (row ``i`` belongs to instance ``i``): an SB3 VecEnv's
+    #: ``get_attr`` / ``env_method`` hand instance ``i`` its row instead of the whole batch.
+    row_members: ClassVar[frozenset[str]] = frozenset({"action_masks", "elapsed", "seeds", "episode", "episode_return"})
     single_observation_space: spaces.Dict
     single_action_space: spaces.Discrete
     max_episode_steps: int
@@ -154,6 +157,14 @@ class BatchedEnv(ABC, Generic[StateT]):
         """Info about the decision the returned observation poses (e.g. true values of each action)."""
         return {}
 
+    def _action_mask(self, state: StateT) -> Tensor:
+        """bool[B, A]: the actions that can change anything in each row of ``state`` (e.g. not a test already
+        ordered); masking the others loses no return. Every row allows at least one action. Default: all of them.
+
+        Computed only when asked (:meth:`action_masks`, the faces' ``info["action_mask"]``), never by the engine's
+        step, so an env whose agents ignore masks pays nothing for them."""
+        return torch.ones((state.elapsed.shape[0], int(self.single_action_space.n)), dtype=torch.bool, device=self.device)
+
     def _frame_lines(self, state: StateT, index: int) -> list[str]:
         """Lines of the text panel of :meth:`render_frame` for instance ``index`` (``state``: its state, one row)."""
         return [f'"{self.decode(self._observe(state)["text"][0])}"']
@@ -181,6 +192,13 @@ class BatchedEnv(ABC, Generic[StateT]):
     @property
     def text_space(self) -> TextSpace:
         return self.single_observation_space["text"]  # type: ignore[return-value]
+
+    def action_masks(self) -> Tensor:
+        """bool[num_envs, A]: which actions make sense for the observation each row last returned (the env's
+        :meth:`_action_mask`); the name and shape sb3-contrib's ``MaskablePPO`` asks for."""
+        if self.state is None:
+            raise RuntimeError("action_masks() called before reset(); call reset() first")
+        return self._action_mask(self.state)
 
     def decode(self, ids: Tensor | np.ndarray | Sequence[int]) -> str:
         """Token ids of one text observation to the string they stand for."""

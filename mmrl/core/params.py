@@ -12,11 +12,15 @@ ParamsT = TypeVar("ParamsT")
 def build_params(cls: type[ParamsT], overrides: Mapping[str, Any], env_name: str) -> ParamsT:
     """``cls(**overrides)``, but an unknown key raises ``TypeError`` listing the valid ones.
 
-    Ints are accepted for float fields (Hydra and YAML write ``1`` for ``1.0``)."""
+    The error starts with Python's own wording for one unknown key (``Env() got an unexpected keyword argument
+    'k'``): wrappers such as TorchRL's ``GymEnv`` pass optional arguments (``frameskip``) and retry without them
+    only when the error reads that way. Ints are accepted for float fields (Hydra and YAML write ``1`` for ``1.0``)."""
     valid = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(overrides) - set(valid))
     if unknown:
-        raise TypeError(f"{env_name} has no option {', '.join(map(repr, unknown))}; valid options: {sorted(valid)}")
+        names = ", ".join(map(repr, unknown))
+        python = f"an unexpected keyword argument {names}" if len(unknown) == 1 else f"unexpected keyword arguments {names}"
+        raise TypeError(f"{env_name}() got {python}: {env_name} has no option {names}; valid options: {sorted(valid)}")
     values = {}
     for key, value in overrides.items():
         kind = valid[key].type
