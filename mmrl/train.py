@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
-from stable_baselines3.common.logger import CSVOutputFormat, KVWriter, Logger, TensorBoardOutputFormat
+from stable_baselines3.common.logger import CSVOutputFormat, HParam, Image, KVWriter, Logger, TensorBoardOutputFormat
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
 import mmrl
@@ -50,8 +50,8 @@ from mmrl.checkpoints import CHECKPOINT_DIR, load_latest_checkpoint, save_checkp
 from mmrl.configs.schema import AlgoConfig, EnvConfig, ExtractorConfig, TrainConfig
 from mmrl.core.batched_env import BatchedEnv
 from mmrl.core.memory import retain_freed_memory
-from mmrl.episodes import run_episodes
-from mmrl.metrics import gap_share, summarize, t_quantile_975
+from mmrl.episodes import EpisodeStats, run_episodes
+from mmrl.metrics import gap_share, summarize, t_quantile_975, task_metrics_for
 from mmrl.runs import (
     CONFIG_FILE, SUMMARY_FILE, RunDirError, atomic_write_json, atomic_write_text, atomic_write_yaml,
     check_run_dir_name, load_run_config, resolve_device, unique_run_dir,
@@ -60,6 +60,7 @@ from mmrl.stop_signals import StopSignals
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
+    from mmrl.video import Trajectory
 
 log = logging.getLogger("mmrl.train")
 
@@ -133,8 +134,50 @@ def build_model(config: TrainConfig, env: Any, device: str) -> BaseAlgorithm:
 # ----------------------------------------------------------------------------- evaluation
 def evaluation_returns(model: BaseAlgorithm, env: BatchedEnv, seed: int) -> np.ndarray:
     """Returns of one greedy episode of ``model`` per instance of ``env`` (instance ``i`` seeded ``seed + i``)."""
+    return evaluate_model(model, env, seed)[0].returns
+
+
+def evaluate_model(model: BaseAlgorithm, env: BatchedEnv, seed: int) -> tuple[EpisodeStats, Trajectory]:
+    """One greedy episode of ``model`` per instance of ``env`` (instance ``i`` seeded ``seed + i``), with the env's
+    task-metric sums, and the recorded trajectory of the first episode (for a replay strip)."""
+    from mmrl.video import EpisodeRecorder
+
     policy = ModelPolicy(model, env, deterministic=True)
-    return run_episodes(env, policy.act, seed=seed, update=policy.update).returns
+    task = task_metrics_for(env)
+    recorder = EpisodeRecorder(env, 1, seed)
+    stats = run_episodes(env, recorder.wrap_act(policy.act), seed=seed, update=recorder.wrap_update(policy.update),
+                         sum_keys=task.sum_keys if task else ())  # fmt: skip
+    return stats, recorder.trajectories[0]
+
+
+#: frames of the first evaluation episode shown in TensorBoard at each evaluation (start, then evenly spaced)
+STRIP_FRAMES = 4
+#: log formats that only take numbers: images and hyper-parameters go to TensorBoard alone
+NOT_TENSORBOARD = ("stdout", "log", "json", "csv")
+
+
+def replay_strip(env: BatchedEnv, trajectory: Trajectory, frames: int = STRIP_FRAMES) -> np.ndarray:
+    """HWC uint8: up to ``frames`` replay frames of ``trajectory`` (the first, then evenly spaced to the last),
+    stacked top to bottom, as the replay videos of ``mmrl.evaluate`` draw them."""
+    from mmrl.video import replay_frame
+
+    last = len(trajectory.images) - 1
+    steps = sorted({round(i * last / max(frames - 1, 1)) for i in range(frames)}) if last > 0 else [0]
+    pictures = [replay_frame(env, trajectory, t) for t in steps]
+    width = max(p.shape[1] for p in pictures)
+    padded = [np.pad(p, ((0, 0), (0, width - p.shape[1]), (0, 0))) for p in pictures]
+    return np.concatenate(padded, axis=0)
+
+
+def task_scalars(values: dict[str, object]) -> dict[str, float]:
+    """The numbers of a task-metrics dict (a summary dict gives its mean), for the logger."""
+    out = {}
+    for name, value in values.items():
+        if isinstance(value, dict) and "mean" in value:
+            value = value["mean"]
+        if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
+            out[name] = float(value)
+    return out
 
 
 #: the reference policies a run is measured against, where the env offers them: the gap is from ``random`` to the
@@ -176,13 +219,16 @@ class RunCallback(BaseCallback):
     :param eval_seed: evaluation episode ``i`` is seeded ``eval_seed + i``.
     :param compiled_env: the training env is compiled (see :meth:`_on_rollout_end`).
     :param stop: the run's stop signals: learning ends at the step after one is received.
+    :param gap: the random and reference mean returns, to log each evaluation's share of the gap between them.
     """
 
     def __init__(
         self, run_dir: Path, eval_env: BatchedEnv, state: dict[str, Any], *, eval_every: int, checkpoint_every: int,
         keep_checkpoints: int, eval_seed: int, compiled_env: bool = False, stop: StopSignals | None = None,
+        gap: tuple[float, float] | None = None,
     ):  # fmt: skip
         super().__init__()
+        self.gap = gap
         self.stop = stop
         self.run_dir = run_dir
         self.eval_env = eval_env
@@ -225,7 +271,8 @@ class RunCallback(BaseCallback):
 
     def record_evaluation(self) -> float:
         """Evaluate the current policy, log it, keep it as ``best_model.zip`` if it is the best so far."""
-        returns = evaluation_returns(self.model, self.eval_env, self.eval_seed)
+        stats, trajectory = evaluate_model(self.model, self.eval_env, self.eval_seed)
+        returns = stats.returns
         mean, std = float(returns.mean()), float(returns.std())
         step = self.num_timesteps
         self.state["last_eval_step"] = step
@@ -242,6 +289,16 @@ class RunCallback(BaseCallback):
         self.logger.record("eval/mean_return", mean)
         self.logger.record("eval/std_return", std)
         self.logger.record("eval/best_return", self.state["best"]["mean_return"])
+        share = gap_share(mean, *self.gap) if self.gap is not None else None
+        if share is not None:
+            self.logger.record("eval/share_of_gap", share)
+        task = task_metrics_for(self.eval_env)
+        if task is not None:
+            for name, value in task_scalars(task.compute(stats)).items():
+                self.logger.record(f"eval/task/{name}", value)
+        self.logger.record("eval/replay", Image(replay_strip(self.eval_env, trajectory), "HWC"), exclude=NOT_TENSORBOARD)
+        self.logger.record("time/total_timesteps", step)
+        self.logger.dump(step)  # now, so that TensorBoard files the evaluation under the step it was taken at
         return mean
 
     def checkpoint(self) -> None:
@@ -381,7 +438,7 @@ def _train(config: TrainConfig, stop: StopSignals) -> dict[str, Any] | None:
     run_callback = RunCallback(
         run_dir, eval_env, state, eval_every=config.eval_every, checkpoint_every=config.checkpoint_every,
         keep_checkpoints=config.keep_checkpoints, eval_seed=config.eval_seed, compiled_env=config.env.compile,
-        stop=stop,
+        stop=stop, gap=_gap(references),
     )  # fmt: skip
     callbacks: list[BaseCallback] = [run_callback] + ([progress] if progress else [])
 
@@ -414,6 +471,11 @@ def _train(config: TrainConfig, stop: StopSignals) -> dict[str, Any] | None:
     else:
         final_return = run_callback.record_evaluation()
     model.logger.record("time/total_timesteps", model.num_timesteps)
+    gap = _gap(references)
+    final_metrics = {"eval/mean_return": final_return}
+    if gap is not None and (share := gap_share(final_return, *gap)) is not None:
+        final_metrics["eval/share_of_gap"] = share
+    model.logger.record("hparams", HParam(hyperparameters(config), final_metrics), exclude=NOT_TENSORBOARD)
     model.logger.dump(model.num_timesteps)
     run_callback.checkpoint()
     save_model(model, run_dir / "final_model.zip")
@@ -512,6 +574,29 @@ def restore_env(env: Any, saved: dict[str, torch.Tensor] | None) -> None:
         return
     env.reset()
     env.batched_env.episode.copy_(saved["episode"].to(env.batched_env.device))
+
+
+def _gap(references: dict[str, np.ndarray]) -> tuple[float, float] | None:
+    """Mean returns of ``random`` and of the strongest reference the env offers (see :data:`REFERENCES`)."""
+    strongest = next((name for name in reversed(REFERENCES[1:]) if name in references), None)
+    if "random" not in references or strongest is None:
+        return None
+    return float(references["random"].mean()), float(references[strongest].mean())
+
+
+def hyperparameters(config: TrainConfig) -> dict[str, bool | str | float | int]:
+    """The run's settings as TensorBoard's hparams want them: flat, scalar values (lists as text)."""
+    flat: dict[str, bool | str | float | int] = {
+        "env": config.env.id, "env_config": config.env.name, "algo": config.algo.name,
+        "device_resident": config.algo.device_resident, "n_envs": config.n_envs, "seed": config.seed,
+        "total_timesteps": config.total_timesteps,
+    }  # fmt: skip
+    for prefix, values in (("env", config.env.options), ("algo", config.algo.hyperparams),
+                           ("extractor", dataclasses.asdict(config.extractor))):  # fmt: skip
+        for key, value in values.items():
+            if value is not None:
+                flat[f"{prefix}.{key}"] = value if isinstance(value, (bool, str, int, float)) else str(value)
+    return flat
 
 
 def print_summary(summary: dict[str, Any]) -> None:

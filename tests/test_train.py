@@ -105,6 +105,32 @@ def test_tiny_run_writes_every_artefact(tiny_run: Path) -> None:
     assert actions.shape == (2,)
 
 
+def test_tensorboard_gets_task_metrics_replays_and_hparams(tiny_run: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tiny_run / "tb"), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
+    events.Reload()
+    scalars = events.Tags()["scalars"]
+    for tag in ("eval/mean_return", "eval/share_of_gap", "eval/task/click_through_rate", "eval/task/regret_per_step"):
+        assert tag in scalars, f"{tag} not in {scalars}"
+    assert [e.step for e in events.Scalars("eval/task/click_through_rate")] == [128, 256, 320], "one per evaluation"
+    strips = events.Images("eval/replay")
+    assert [s.step for s in strips] == [128, 256, 320] and strips[0].height > strips[0].width > 100
+    summary = summary_of(tiny_run)
+    share = events.Scalars("eval/share_of_gap")[-1].value
+    assert share == pytest.approx(summary["share_of_gap"], abs=1e-5)
+    from tensorboard.backend.event_processing import event_file_loader
+
+    plugins = {
+        value.tag
+        for path in (tiny_run / "tb").iterdir()
+        for event in event_file_loader.EventFileLoader(str(path)).Load()
+        for value in event.summary.value
+        if value.metadata.plugin_data.plugin_name == "hparams"
+    }
+    assert {"_hparams_/experiment", "_hparams_/session_start_info"} <= plugins, plugins
+
+
 def test_unknown_choice_fails_with_valid_choices(tmp_path: Path) -> None:
     result = run_train(["env=nope"], tmp_path, timeout=60)
     assert result.returncode != 0
