@@ -317,6 +317,7 @@ class SB3VecEnv(VecEnv):
         return self._per_env(attr_name, getattr(self.batched_env, attr_name), targets)
 
     def set_attr(self, attr_name: str, value: Any, indices: Any = None) -> None:
+        """Set ``attr_name`` on the one batched env, which every env shares (``indices`` are only checked)."""
         self._targets(indices)
         setattr(self.batched_env, attr_name, value)
 
