@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
@@ -20,7 +21,9 @@ def build_params(cls: type[ParamsT], overrides: Mapping[str, Any], env_name: str
     if unknown:
         names = ", ".join(map(repr, unknown))
         python = f"an unexpected keyword argument {names}" if len(unknown) == 1 else f"unexpected keyword arguments {names}"
-        raise TypeError(f"{env_name}() got {python}: {env_name} has no option {names}; valid options: {sorted(valid)}")
+        close = difflib.get_close_matches(unknown[0], list(valid), n=1)  # the likely typo, for the CLI user
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise TypeError(f"{env_name}() got {python}: {env_name} has no option {names}; valid options: {sorted(valid)}{hint}")
     values = {}
     for key, value in overrides.items():
         kind = valid[key].type
