@@ -9,7 +9,7 @@ Two stock SB3 paths fail on mmrl's ``Dict(image=uint8[3, H, W], text=int64[L])``
   an int64 Box, so nothing fails at construction); a text encoder then indexes its embedding with negative or
   fractional "ids": an ``IndexError``, or on CUDA a device-side assert.
 
-:class:`~mmrl.MultimodalExtractor` checks the ids it gets on every forward and names the fix; :func:`check_sb3_setup`
+:class:`~mmrl.MultimodalExtractor` checks the ids it gets on its first forwards and names the fix; :func:`check_sb3_setup`
 catches both before a model is built. mmrl does not patch SB3, so a stock model built without either still fails with
 SB3's own message (README, "Stock SB3 pitfalls").
 """

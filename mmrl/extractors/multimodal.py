@@ -11,7 +11,7 @@ Pipeline: ``image -> image encoder -> feature map``, ``text -> text encoder -> T
 fusion -> vector; the extra keys (float vectors, masks; one-hot for discrete ones, done by SB3) are
 flattened and appended; a ``Linear + ReLU`` head maps the lot to ``features_dim``.
 
-Token ids are checked on every forward (integers in ``[0, V - 1]``): SB3's ``VecNormalize`` normalises every key of a
+Token ids are checked on the first forwards (integers in ``[0, V - 1]``): SB3's ``VecNormalize`` normalises every key of a
 Dict observation by default, ids included, and the text encoder would otherwise fail with a bare ``IndexError``.
 """
 
@@ -41,6 +41,8 @@ MODALITIES = (IMAGE_KEY, TEXT_KEY)
 TEXT_ENCODER_NAMES = (*TEXT_ENCODERS, "pretrained")
 #: every image encoder name, the pretrained one included
 IMAGE_ENCODER_NAMES = (*IMAGE_ENCODERS, "pretrained")
+#: forwards of a new extractor whose token ids are checked (see :meth:`MultimodalExtractor.check_token_ids`)
+TOKEN_ID_CHECKS = 16
 #: what to do when the token ids reaching the extractor are not ids any more
 VECNORMALIZE_FIX = (
     "SB3's VecNormalize normalises every key of a Dict observation unless told otherwise, the token ids included: "
@@ -149,6 +151,7 @@ class MultimodalExtractor(BaseFeaturesExtractor):
         self.fusion = fusion_module
         self.extra_keys = extra
         self.vocab_size = vocab_size
+        self.token_id_checks_left = TOKEN_ID_CHECKS
         self.head = nn.Sequential(nn.Linear(fusion_module.output_dim + extra_dim, features_dim), nn.ReLU())
 
     def forward(self, observations: dict[str, Tensor]) -> Tensor:
@@ -158,7 +161,11 @@ class MultimodalExtractor(BaseFeaturesExtractor):
         feature_map = self.encoders[IMAGE_KEY](observations[IMAGE_KEY]) if IMAGE_KEY in self.encoders else None
         text = None
         if TEXT_KEY in self.encoders:
-            self.check_token_ids(observations[TEXT_KEY])
+            if self.token_id_checks_left > 0 and not torch.compiler.is_compiling():
+                # The first forwards see the ids as the env pipeline delivers them (a VecNormalize changes every
+                # observation); checking every forward would cost a host sync per batch on CUDA.
+                self.token_id_checks_left -= 1
+                self.check_token_ids(observations[TEXT_KEY])
             text = self.encoders[TEXT_KEY](observations[TEXT_KEY])
         parts = [self.fusion(feature_map, text)]
         parts += [observations[key].flatten(1).float() for key in self.extra_keys]
@@ -166,7 +173,7 @@ class MultimodalExtractor(BaseFeaturesExtractor):
 
     def check_token_ids(self, ids: Tensor) -> None:
         """Raise ``ValueError`` naming the likely cause (VecNormalize) unless ``ids`` float32/int64[B, L] are integers
-        in ``[0, vocab_size - 1]``. One reduction over a small tensor, so it runs on every forward."""
+        in ``[0, vocab_size - 1]``. Runs on the first :data:`TOKEN_ID_CHECKS` forwards."""
         assert self.vocab_size is not None
         bad = (ids < 0) | (ids > self.vocab_size - 1)
         if ids.is_floating_point():
