@@ -21,10 +21,12 @@ from mmrl.core.batched_env import BatchedEnv
 from mmrl.envs.diagnose import Diagnose
 from mmrl.envs.navigate import Navigate
 from mmrl.envs.recommend import Recommend
+from mmrl.envs.tutor import Tutor
 
 #: env id -> its batched env class (:func:`register_env` adds to it)
 ENV_CLASSES: dict[str, type[BatchedEnv]] = {}
-_BUILT_IN = {"mmrl/Recommend-v0": Recommend, "mmrl/Navigate-v0": Navigate, "mmrl/Diagnose-v0": Diagnose}
+_BUILT_IN = {"mmrl/Recommend-v0": Recommend, "mmrl/Navigate-v0": Navigate, "mmrl/Diagnose-v0": Diagnose,
+             "mmrl/Tutor-v0": Tutor}
 
 
 def env_class(env_id: str) -> type[BatchedEnv]:
