@@ -25,11 +25,14 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import difflib
 import gc
+import inspect
 import io
 import logging
 import math
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -98,10 +101,54 @@ def check_config(config: TrainConfig) -> None:
             raise ValueError(f"seed must be an integer in [0, 2**32); got {config.seed}")
         if config.env.id not in mmrl.ENV_CLASSES:
             raise ValueError(f"unknown env id {config.env.id!r}; registered: {sorted(mmrl.ENV_CLASSES)}")
-        builders.check_algo_kwargs(config.algo.name, config.algo.hyperparams, config.algo.device_resident)
+        for key, choices in extractor_choices().items():
+            value = getattr(config.extractor, key)
+            if value not in choices:
+                raise ValueError(f"extractor.{key}={value!r} is not one of {list(choices)}{did_you_mean(str(value), choices)}")
+        check_hyperparameters(config)
         resolve_device(config.device)
     except (ValueError, ImportError, KeyError) as error:
         raise ConfigError(str(error)) from error
+    check_env_options(config)
+
+
+def did_you_mean(word: str, choices: Sequence[str]) -> str:
+    """``" (did you mean 'x'?)"`` for the closest of ``choices`` to a misspelt ``word`` (``""`` when none is close)."""
+    close = difflib.get_close_matches(word, [str(c) for c in choices], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def extractor_choices() -> dict[str, tuple[str, ...]]:
+    """The named choices of :class:`ExtractorConfig` and their valid values (checked before anything is built)."""
+    from mmrl.extractors.fusion import FUSIONS
+    from mmrl.extractors.multimodal import IMAGE_ENCODER_NAMES, TEXT_ENCODER_NAMES
+
+    return {"fusion": tuple(sorted(FUSIONS)), "image_encoder": tuple(IMAGE_ENCODER_NAMES), "text_encoder": tuple(TEXT_ENCODER_NAMES)}
+
+
+def check_hyperparameters(config: TrainConfig) -> None:
+    """:func:`mmrl.agents.builders.check_algo_kwargs`, with a did-you-mean for a misspelt hyper-parameter.
+
+    :raises ValueError: naming the bad key or value."""
+    try:
+        builders.check_algo_kwargs(config.algo.name, config.algo.hyperparams, config.algo.device_resident)
+    except ValueError as error:
+        cls = builders.algorithm_class(config.algo.name, config.algo.device_resident)
+        valid = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+        unknown = [k for k in config.algo.hyperparams if k not in valid]
+        hint = did_you_mean(unknown[0], valid) if unknown else ""
+        raise ValueError(f"{error}{hint}") from None
+
+
+def check_env_options(config: TrainConfig) -> None:
+    """Build one instance of the env on the CPU with ``config.env.options``: the env checks its options' names
+    (naming the valid ones) and values, in a fraction of a second, before the run's envs and folder exist.
+
+    :raises ConfigError: with the env's message."""
+    try:
+        mmrl.make_batched(config.env.id, num_envs=1, device="cpu", **config.env.options)
+    except (ValueError, TypeError, KeyError, OSError) as error:
+        raise ConfigError(f"env {config.env.id} with options {config.env.options}: {error}") from None
 
 
 def make_train_env(config: TrainConfig, device: str) -> Any:
@@ -333,6 +380,9 @@ class ProgressCallback(BaseCallback):
         self.task = self.progress.add_task("train", total=self.total, completed=self.num_timesteps, fps="-", ret="-")
 
     def _on_step(self) -> bool:
+        if self.num_timesteps > self.total:  # an off-policy run ends at the next whole collection step
+            self.total = self.num_timesteps
+            self.progress.update(self.task, total=self.total)
         now = time.perf_counter()
         if now - self._last > 0.25:
             self._last = now
@@ -347,21 +397,32 @@ class ProgressCallback(BaseCallback):
         self.progress.stop()
 
 
+def end_step(model: BaseAlgorithm, total_timesteps: int) -> int:
+    """The step a run of ``total_timesteps`` really ends at: an on-policy algorithm collects whole rollouts of
+    ``n_steps * n_envs`` steps, so it ends at the next multiple of that (off-policy ones at most a collection step
+    later, which the progress bar follows as it happens)."""
+    if isinstance(model, OffPolicyAlgorithm) or not getattr(model, "n_steps", None):
+        return total_timesteps
+    rollout = int(model.n_steps) * int(model.n_envs)
+    return -(-total_timesteps // rollout) * rollout
+
+
 class OneLineOutput(KVWriter):
     """One short line per log interval: steps, fps, recent return, evaluation, losses."""
 
+    #: (logger key, label, format, sign): SB3 logs the entropy *loss* (minus the policy's entropy), shown as entropy
     KEYS = (
-        ("time/total_timesteps", "step", "{:,.0f}"), ("time/fps", "fps", "{:,.0f}"),
-        ("rollout/ep_rew_mean", "return", "{:.2f}"), ("rollout/ep_len_mean", "len", "{:.1f}"),
-        ("eval/mean_return", "eval", "{:.2f}"), ("train/loss", "loss", "{:.3g}"),
-        ("train/entropy_loss", "entropy", "{:.3g}"), ("rollout/exploration_rate", "eps", "{:.2f}"),
+        ("time/total_timesteps", "step", "{:,.0f}", 1), ("time/fps", "fps", "{:,.0f}", 1),
+        ("rollout/ep_rew_mean", "return", "{:.2f}", 1), ("rollout/ep_len_mean", "len", "{:.1f}", 1),
+        ("eval/mean_return", "eval", "{:.2f}", 1), ("train/loss", "loss", "{:.3g}", 1),
+        ("train/entropy_loss", "entropy", "{:.3g}", -1), ("rollout/exploration_rate", "eps", "{:.2f}", 1),
     )  # fmt: skip
 
     def __init__(self, print_fn: Callable[[str], None] = print):
         self.print_fn = print_fn
 
     def write(self, key_values: dict[str, Any], key_excluded: dict[str, Any], step: int = 0) -> None:
-        parts = [f"{name} {fmt.format(key_values[key])}" for key, name, fmt in self.KEYS if key in key_values]
+        parts = [f"{name} {fmt.format(sign * key_values[key])}" for key, name, fmt, sign in self.KEYS if key in key_values]
         self.print_fn(" | ".join(parts))
 
     def close(self) -> None:
@@ -432,8 +493,14 @@ def _train(config: TrainConfig, stop: StopSignals) -> dict[str, Any] | None:
             discard_unstarted_run(run_dir)
         raise
 
-    progress = ProgressCallback(config.total_timesteps) if config.progress else None
-    print_fn = progress.progress.console.print if progress else print
+    progress = ProgressCallback(end_step(model, config.total_timesteps)) if config.progress else None
+    train_log = TrainLog(run_dir / TRAIN_LOG)
+    console_print = progress.progress.console.print if progress else print
+
+    def print_fn(line: str) -> None:
+        console_print(line)
+        train_log.write(line)
+
     model.set_logger(make_logger(run_dir, resumed_at, print_fn))
     run_callback = RunCallback(
         run_dir, eval_env, state, eval_every=config.eval_every, checkpoint_every=config.checkpoint_every,
@@ -460,11 +527,12 @@ def _train(config: TrainConfig, stop: StopSignals) -> dict[str, Any] | None:
         run_callback.checkpoint()
         model.logger.dump(model.num_timesteps)
         model.logger.close()
-        print(
+        message = (
             f"mmrl.train: stopped by {stop.received.name} at step {model.num_timesteps:,} of {config.total_timesteps:,}; "
-            f"checkpoint written. Continue with: python -m mmrl.train resume={run_dir}",
-            file=sys.stderr, flush=True,
-        )  # fmt: skip
+            f"checkpoint written. Continue with: python -m mmrl.train resume={run_dir}"
+        )
+        print(message, file=sys.stderr, flush=True)
+        train_log.write(message)
         return None
     if state.get("last_eval_step") == model.num_timesteps:  # e.g. resuming a run that had already finished
         final_return = state["evaluations"][-1]["mean_return"]
@@ -510,8 +578,10 @@ def _train(config: TrainConfig, stop: StopSignals) -> dict[str, Any] | None:
     summary["final_ci95"] = final_ci
     summary["random_ci95"] = random_ci
     summary["better_than_random"] = final_ci[0] > random_ci[1]
+    summary["requested_timesteps"] = config.total_timesteps
     atomic_write_json(run_dir / SUMMARY_FILE, summary)
     print_summary(summary)
+    train_log.write(summary_text(summary))
     return summary
 
 
@@ -599,15 +669,55 @@ def hyperparameters(config: TrainConfig) -> dict[str, bool | str | float | int]:
     return flat
 
 
+#: the run's log: Hydra's log records, the progress lines and the end-of-run summary, as plain text
+TRAIN_LOG = "train.log"
+
+
+class TrainLog:
+    """Appends plain-text lines to the run's ``train.log`` (beside the records Hydra's job logging writes there).
+
+    :param path: the log file; opened for each write, so a killed run loses nothing written."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def write(self, text: str) -> None:
+        """Append ``text`` (one or more lines)."""
+        with open(self.path, "a", encoding="utf-8") as file:
+            file.write(text.rstrip("\n") + "\n")
+
+
 def print_summary(summary: dict[str, Any]) -> None:
     """The end-of-run screen (also in ``summary.json``)."""
     from rich.console import Console
+
+    Console().print(summary_table(summary))
+
+
+def summary_text(summary: dict[str, Any]) -> str:
+    """The end-of-run screen as plain text (no colours), for ``train.log``."""
+    from rich.console import Console
+
+    from rich import box
+
+    console = Console(file=io.StringIO(), width=110, color_system=None, force_terminal=False, no_color=True)
+    table = summary_table(summary)
+    table.box = box.ASCII
+    console.print(table)
+    return console.file.getvalue()  # type: ignore[attr-defined]
+
+
+def summary_table(summary: dict[str, Any]) -> Any:
+    """The end-of-run table (a rich ``Table``)."""
     from rich.table import Table
 
     table = Table(title=f"mmrl.train: {summary['run_dir']}", show_header=False)
     table.add_column(style="bold")
     table.add_column()
     steps = f"{summary['total_timesteps']:,}"
+    requested = summary.get("requested_timesteps")
+    if requested is not None and requested != summary["total_timesteps"]:
+        steps += f" (total_timesteps={requested:,}, rounded up to whole rollouts)"
     if summary["resumed_from"] is not None:
         steps += f" (resumed from {summary['resumed_from']:,})"
     algo = summary["algo"] + (" (device-resident)" if summary["device_resident"] else "")
@@ -622,8 +732,8 @@ def print_summary(summary: dict[str, Any]) -> None:
         if not summary["better_than_random"]:
             verdict += "   [bold red]not better than random[/] (95% intervals overlap)"
         table.add_row("result", verdict)
-    table.add_row("files", "config.yaml  final_model.zip  best_model.zip  checkpoints/  progress.csv  tb/  evaluations.csv  summary.json")
-    Console().print(table)
+    table.add_row("files", "config.yaml  final_model.zip  best_model.zip  checkpoints/  progress.csv  tb/  evaluations.csv  summary.json  train.log")
+    return table
 
 
 # ----------------------------------------------------------------------------- the command line (Hydra)
@@ -640,6 +750,78 @@ def _run_dir(resume: str | None, run_dir: str) -> str:
     return path
 
 
+def schema_docs(schema: type) -> dict[str, str]:
+    """The first sentence of each field's docstring in a schema dataclass of ``configs/schema.py`` (the string
+    under the field), for ``--help``."""
+    import ast
+
+    docs: dict[str, str] = {}
+    source = inspect.getsource(sys.modules[schema.__module__])
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.ClassDef) and node.name == schema.__name__:
+            for field, doc in zip(node.body, node.body[1:]):
+                if isinstance(field, ast.AnnAssign) and isinstance(field.target, ast.Name) and isinstance(doc, ast.Expr) \
+                        and isinstance(doc.value, ast.Constant) and isinstance(doc.value.value, str):  # fmt: skip
+                    text = " ".join(doc.value.value.split()).replace("``", "")
+                    docs[field.target.id] = text.split(". ")[0].rstrip(".")
+    return docs
+
+
+#: examples shown by ``--help``
+HELP_EXAMPLES = (
+    ("python -m mmrl.train", "PPO + FiLM on the easy Recommend, CPU, minutes"),
+    ("python -m mmrl.train experiment=navigate", "a documented learning setup (env, algorithm settings, budget)"),
+    ("python -m mmrl.train env=diagnose extractor=concat seed=1 total_timesteps=300000", "groups and keys together"),
+    ("python -m mmrl.train env.options.slate_size=6 algo.hyperparams.learning_rate=3e-4", "env options, hyper-parameters"),
+    ("python -m mmrl.train resume=runs/<run-dir>", "continue a stopped run from its last checkpoint"),
+    ("python -m mmrl.train --multirun seed=0,1,2 extractor=concat,film", "a sweep (runs/multirun/<date>/<time>/)"),
+    ("python -m mmrl.train --cfg job", "print the composed config without running it"),
+)
+
+
+def help_text() -> str:
+    """``python -m mmrl.train --help``: the config groups and their options, the main keys with their defaults and
+    meanings (from the schema's docstrings), examples. Hydra fills it in as ``hydra.help.template``, hence ``$$``."""
+    import yaml
+    from importlib.resources import files
+
+    defaults: dict[str, Any] = {}
+    for entry in yaml.safe_load(files("mmrl.configs").joinpath("config.yaml").read_text())["defaults"]:
+        if isinstance(entry, dict):
+            defaults.update(entry)
+    meaning = {
+        "env": "the task and its options (env.options.<option>)", "algo": "the SB3 algorithm and its settings (algo.hyperparams.<name>)",
+        "extractor": "the fusion extractor (extractor.<key>)", "experiment": "a learning setup: env, algorithm settings, budget",
+    }  # fmt: skip
+    lines = ["mmrl-train (python -m mmrl.train): train an SB3 agent with mmrl's multimodal extractor on an mmrl env.", "",
+             "Usage: python -m mmrl.train [group=option ...] [key=value ...] [--multirun] [--cfg job] [--hydra-help]", "",
+             "Config groups (group=option; the default in brackets):"]  # fmt: skip
+    for group in GROUPS:
+        default = defaults.get(group)
+        options = ", ".join(f"[{o}]" if o == default else o for o in group_options(group))
+        lines.append(f"  {group + '=':<12}{options}")
+        lines.append(f"  {'':<12}{meaning[group]}{'; none by default' if default is None else ''}")
+    lines += ["", "Keys (key=value; default: meaning):"]
+    docs = schema_docs(TrainConfig)
+    for field in dataclasses.fields(TrainConfig):
+        if field.name in docs:
+            default = field.default if field.default is not dataclasses.MISSING else field.default_factory()  # type: ignore[misc]
+            value = "null" if default is None else str(default).lower() if isinstance(default, bool) else str(default)
+            lines.append(f"  {field.name}={value}")
+            lines += textwrap.wrap(docs[field.name], width=116, initial_indent=" " * 6, subsequent_indent=" " * 6)
+    choices = "; ".join(f"{k}: {', '.join(v)}" for k, v in extractor_choices().items())
+    lines += ["", "Nested keys:",
+              "  env.options.<option>      the env's keyword arguments (slate_size, image_size, view ...; the env lists them on a typo)",
+              "  algo.hyperparams.<name>   the algorithm constructor's arguments (learning_rate, n_steps, gamma ...)",
+              "  algo.device_resident      true: PPO/DQN with their buffers on the env's device (FastPPO, FastDQN)",
+              f"  extractor.<key>           {choices}; features_dim, modalities=[image] ...",
+              "", "Examples:"]  # fmt: skip
+    lines += [f"  {command:<82} # {note}" for command, note in HELP_EXAMPLES]
+    lines += ["", "Every key with its meaning: configs/schema.py; README.md: Train from the command line. A misspelt key or option",
+              "fails before anything is built, naming the valid ones. Hydra's own flags: --hydra-help."]  # fmt: skip
+    return "\n".join(lines).replace("$", "$$") + "\n"
+
+
 def _register_with_hydra() -> None:
     """The schemas in Hydra's ConfigStore and the ``mmrl_run_dir`` resolver of ``configs/config.yaml``."""
     from omegaconf import OmegaConf
@@ -647,6 +829,7 @@ def _register_with_hydra() -> None:
     from mmrl.configs.schema import register_configs
 
     OmegaConf.register_new_resolver("mmrl_run_dir", _run_dir, replace=True)
+    OmegaConf.register_new_resolver("mmrl_help", help_text, replace=True)
     register_configs()
 
 
@@ -776,16 +959,167 @@ def check_run_folder_arguments(argv: Sequence[str]) -> None:
             raise ConfigError(str(error)) from None
 
 
-def main() -> None:
-    """``python -m mmrl.train [key=value ...]``: Hydra parses the command line (``--multirun``, ``--cfg`` ...)."""
-    import hydra
+#: config groups of the command line (``configs/<group>/*.yaml``), in the order ``--help`` lists them
+GROUPS = ("env", "algo", "extractor", "experiment")
+#: schema of each config node a dotted key can reach
+NODE_SCHEMAS: dict[str, type] = {"": TrainConfig, "env": EnvConfig, "algo": AlgoConfig, "extractor": ExtractorConfig}
+#: dicts whose keys the env or the algorithm checks (a key the YAML does not list is added without Hydra's ``+``)
+OPEN_KEYS = ("env.options", "algo.hyperparams", "algo.policy_kwargs")
+#: a sweep is checked value by value up to this many composed configs (each takes about 0.1 s)
+MAX_CHECKED_CONFIGS = 32
+
+
+def group_options(group: str) -> list[str]:
+    """The options of config group ``group`` (the YAML files of ``configs/<group>/``)."""
+    from importlib.resources import files
+
+    folder = files("mmrl.configs").joinpath(group)
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def check_override(override: Any) -> None:
+    """One parsed command-line override (Hydra's ``Override``) against the schemas: a known key, a group option
+    that exists, a valid extractor choice. ``hydra...`` keys and the open dicts of :data:`OPEN_KEYS` are left to
+    Hydra, the algorithm and the env.
+
+    :raises ConfigError: naming the bad key or value, the valid ones and the closest one."""
+    key = override.key_or_group
+    if key.startswith("hydra") or "/" in key or override.package is not None:
+        return
+    values = (list(override.sweep_string_iterator()) if override.is_sweep_override() and override.value_type.name != "INTERVAL_SWEEP"
+              else [] if override.is_delete() or override.is_sweep_override() else [override.get_value_element_as_str()])  # fmt: skip
+    if key in GROUPS:
+        options = group_options(key) + (["null"] if key == "experiment" else [])
+        for value in values:
+            if value not in options:
+                raise ConfigError(f"{key}={value}: Could not find '{key}/{value}'{did_you_mean(value, options)}; options of {key}: {', '.join(options)}")
+        return
+    parts = key.split(".")
+    node = ""
+    for i, part in enumerate(parts):
+        valid = [f.name for f in dataclasses.fields(NODE_SCHEMAS[node])]
+        if node == "":
+            valid += [g for g in GROUPS if g not in valid]
+        if part not in valid or (part == "experiment" and node == ""):
+            where = f" of {node}" if node else ""
+            raise ConfigError(f"unknown key {key!r}{did_you_mean(part, valid)}; valid keys{where}: {', '.join(valid)}")
+        path = f"{node}.{part}" if node else part
+        if path in OPEN_KEYS:
+            return
+        if path not in NODE_SCHEMAS:
+            if i < len(parts) - 1:
+                raise ConfigError(f"unknown key {key!r}: {path} is a value, not a group of keys")
+            break
+        node = path
+    if node == "extractor" and parts[-1] in (choices := extractor_choices()):
+        for value in values:
+            if value not in choices[parts[-1]]:
+                raise ConfigError(f"{key}={value}: not one of {', '.join(choices[parts[-1]])}{did_you_mean(value, choices[parts[-1]])}")
+
+
+def _compose_for_check(overrides: Sequence[str]) -> Any:
+    """The composed config of ``overrides`` (an OmegaConf node), with a ``run_dir`` that Hydra's job would resolve
+    (``${hydra:...}``) set aside."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module="mmrl.configs", version_base=None):
+        cfg = compose(config_name="config", overrides=list(overrides))
+    GlobalHydra.instance().clear()
+    return cfg
+
+
+def check_command_line(overrides: Sequence[str], full: bool = True) -> list[str]:
+    """Check the command line's overrides before Hydra makes any folder; return them as Hydra should get them.
+
+    Keys and group options are checked against the schemas and ``configs/``; with ``full``, each config the command
+    line makes (for a sweep, each swept value with the others' first ones) is composed and checked by
+    :func:`check_config` (ranges, choices, the algorithm's hyper-parameters, the env's options). A key of
+    :data:`OPEN_KEYS` that the composed config does not have yet is handed on as ``+key=value``: the env or the
+    algorithm says whether it exists, with the valid names and a did-you-mean.
+
+    :raises ConfigError: one line naming the bad key or value."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
 
     try:
-        check_run_folder_arguments(sys.argv[1:])
-    except ConfigError as error:
-        print(f"mmrl.train: bad config: {error}", file=sys.stderr)
-        sys.exit(2)
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except HydraException:
+        return list(overrides)  # Hydra reports its own syntax errors
+    for override in parsed:
+        check_override(override)
+    open_keys = [o for o in parsed if o.key_or_group.startswith(tuple(f"{k}." for k in OPEN_KEYS)) and not o.is_delete()]
+    try:
+        base = _compose_for_check([o.input_line for o in parsed if o not in open_keys])
+    except (HydraException, OmegaConfBaseException) as error:
+        raise ConfigError(_first_lines(error)) from None
+    handed: list[str] = []
+    for override in parsed:
+        line = override.input_line
+        if override in open_keys:
+            present = OmegaConf.select(base, override.key_or_group, default=None) is not None
+            line = (override.key_or_group if present else "+" + override.key_or_group) + line[line.index("="):]
+            if override.package is not None:
+                line = line.replace(override.key_or_group, f"{override.key_or_group}@{override.package}", 1)
+        handed.append(line)
+    if not full:
+        return handed
+    variants = [[o.input_line if not o.is_sweep_override() else f"{o.get_key_element()}={next(iter(o.sweep_string_iterator()))}"
+                 for o in OverridesParser.create().parse_overrides(handed)]]  # fmt: skip
+    for i, override in enumerate(OverridesParser.create().parse_overrides(handed)):
+        if override.is_sweep_override() and override.value_type.name != "INTERVAL_SWEEP":
+            for value in list(override.sweep_string_iterator())[1:]:
+                variants.append([*variants[0][:i], f"{override.get_key_element()}={value}", *variants[0][i + 1 :]])
+    for variant in variants[:MAX_CHECKED_CONFIGS]:
+        try:
+            cfg = _compose_for_check(variant)
+            if "${hydra:" in str(OmegaConf.to_container(cfg, resolve=False).get("run_dir")):
+                cfg.run_dir = "runs/checked"  # resolved in Hydra's job; its name is checked there
+            check_config(to_train_config(cfg))
+        except (HydraException, OmegaConfBaseException) as error:
+            raise ConfigError(_first_lines(error)) from None
+    return handed
+
+
+def _first_lines(error: Exception) -> str:
+    """Hydra's or OmegaConf's message without its stack-trace hint, as one line."""
+    text = str(error).split("\nConfig search path")[0].split("\n\nSet the environment variable HYDRA_FULL_ERROR")[0]
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip() and not line.strip().startswith(("full_key:", "object_type=", "reference_type="))]
+    if error.__cause__ is not None and str(error.__cause__).splitlines():
+        lines.append(str(error.__cause__).splitlines()[0])
+    return "; ".join(dict.fromkeys(lines))
+
+
+def main() -> None:
+    """``python -m mmrl.train [key=value ...]``: Hydra parses the command line (``--multirun``, ``--cfg`` ...).
+
+    The overrides are checked first (:func:`check_run_folder_arguments`, :func:`check_command_line`), so a typo
+    fails with one line and exit code 2 before Hydra creates the run folder."""
+    import hydra
+    from hydra._internal.utils import get_args_parser
+
     _register_with_hydra()
+    try:
+        args, _ = get_args_parser().parse_known_args(sys.argv[1:])
+    except SystemExit:
+        raise
+    if not (args.shell_completion or args.hydra_help or args.info):
+        try:
+            check_run_folder_arguments(args.overrides)
+            # --help and --cfg compose the config without running it: the keys are checked, the values need not be
+            handed = check_command_line(args.overrides, full=not (args.help or args.cfg))
+        except ConfigError as error:
+            print(f"mmrl.train: bad config: {error}", file=sys.stderr)
+            sys.exit(2)
+        rewritten = iter(handed)
+        positions = [i for i, a in enumerate(sys.argv) if i > 0 and a in args.overrides]
+        argv = list(sys.argv)
+        for i in positions[: len(handed)]:
+            argv[i] = next(rewritten)
+        sys.argv = argv
     hydra.main(config_path="pkg://mmrl.configs", config_name="config", version_base=None)(_run)()
 
 

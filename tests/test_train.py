@@ -93,6 +93,11 @@ def test_tiny_run_writes_every_artefact(tiny_run: Path) -> None:
     assert low <= summary["final_return"] <= high
     assert summary["better_than_random"] == (low > summary["random_ci95"][1])
 
+    log = (tiny_run / "train.log").read_text()
+    assert "step 320 | eval " in log and "entropy" in log, "train.log holds the progress lines"
+    assert "mmrl.train: " in log and "final " in log and "random " in log, "... and the summary"
+    assert "[bold" not in log and "\x1b[" not in log, "as plain text"
+    assert "320 (total_timesteps=300, rounded up to whole rollouts)" in log
     config = (tiny_run / "config.yaml").read_text()
     assert f"run_dir: {tiny_run}" in config and "${" not in config, "the saved config is resolved"
     lines = (tiny_run / "progress.csv").read_text().splitlines()
@@ -145,13 +150,20 @@ def test_unknown_choice_fails_with_valid_choices(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("bogus=1", "Key 'bogus' not in 'TrainConfig'"),
-        ("+bogus=1", "Key 'bogus' not in 'TrainConfig'"),
-        ("extractor.fusoin=film", "Key 'fusoin' not in 'ExtractorConfig'"),
-        ("+extractor.fusoin=film", "Key 'fusoin' not in 'ExtractorConfig'"),
+        # every one fails before Hydra makes a folder: one line, exit code 2, valid choices and a did-you-mean
+        ("total_timestep=1000", "unknown key 'total_timestep' (did you mean 'total_timesteps'?); valid keys: env, algo"),
+        ("bogus=1", "unknown key 'bogus'; valid keys: env, algo, extractor, seed"),
+        ("+bogus=1", "unknown key 'bogus'; valid keys: env, algo, extractor, seed"),
+        ("extractor.fusoin=film", "unknown key 'extractor.fusoin' (did you mean 'fusion'?); valid keys of extractor:"),
+        ("+extractor.fusoin=film", "unknown key 'extractor.fusoin' (did you mean 'fusion'?)"),
+        ("extractor.fusion=flim", "extractor.fusion=flim: not one of concat, cross_attention, film, gated (did you mean 'film'?)"),
+        ("extractor.text_encoder=gur", "not one of bag, gru, transformer, pretrained (did you mean 'gru'?)"),
+        ("env=navgate", "Could not find 'env/navgate' (did you mean 'navigate'?); options of env: diagnose, navigate,"),
+        ("experiment=navigat", "Could not find 'experiment/navigat' (did you mean 'navigate'?)"),
         ("n_envs=many", "Value 'many' of type 'str' could not be converted to Integer"),
         ("n_envs=0", "must be positive"),
-        ("+algo.hyperparams.n_stepz=8", "does not take the hyper-parameters ['n_stepz']; valid choices:"),
+        ("algo.hyperparams.n_stepz=8", "does not take the hyper-parameters ['n_stepz']; valid choices: ['batch_size',"),
+        ("+algo.hyperparams.n_stepz=8", "(did you mean 'n_steps'?)"),
         ("algo=a2c", "'a2c' has no device-resident variant; it exists for ['dqn', 'ppo']"),
         ("device=gpu", "device must be 'auto', 'cpu' or 'cuda'; got 'gpu'"),
         ("seed=-1", "seed must be an integer in [0, 2**32); got -1"),
@@ -159,17 +171,53 @@ def test_unknown_choice_fails_with_valid_choices(tmp_path: Path) -> None:
         ("algo.hyperparams.learning_rate=-1", "PPO hyper-parameter learning_rate=-1: must be > 0"),
         ("algo.hyperparams.gamma=1.5", "PPO hyper-parameter gamma=1.5: must be in [0, 1]"),
         ("algo=dqn", "DQN hyper-parameter buffer_size=-1: must be >= 1"),
-        # env options are checked by the env itself, after config.yaml is written: the failed start removes it
+        # env options are checked by the env itself, on one instance built before anything else
         ("env.options.image_size=9999", "image_size must be in [16, 512]; got 9999"),
-        ("+env.options.slate_sze=5", "has no option 'slate_sze'; valid options:"),
+        ("env.options.slate_sze=5", "has no option 'slate_sze'; valid options: ['betrayal',"),
+        ("+env.options.slate_sze=5", "; did you mean 'slate_size'?"),
+        ("--multirun seed=0,1 extractor.fusion=film,flim", "extractor.fusion=flim: not one of"),  # every swept value
     ],
 )
 def test_bad_key_or_value_fails_fast(tmp_path: Path, override: str, message: str) -> None:
     extra = {"algo=a2c": ["algo.device_resident=true"], "algo=dqn": ["algo.hyperparams.buffer_size=-1"]}.get(override, [])
-    result = run_train([override, *extra, f"run_dir={tmp_path / 'run'}"], tmp_path, timeout=60)
-    assert result.returncode != 0
+    result = run_train([*override.split(), *extra, f"run_dir={tmp_path / 'run'}"], tmp_path, timeout=60)
+    assert result.returncode == 2, result.stdout + result.stderr
     assert message in result.stderr, result.stderr
-    assert not (tmp_path / "run").exists(), "a failed start leaves no run folder behind"
+    assert len(result.stderr.strip().splitlines()) == 1, f"one line, no traceback:\n{result.stderr}"
+    assert result.stderr.startswith("mmrl.train: bad config: ")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], "a failed start leaves no folder behind (run, runs/, multirun/)"
+
+
+def test_help_lists_groups_options_keys_and_examples(tmp_path: Path) -> None:
+    """--help is mmrl's own page (no internal schema group); sweeps go under runs/."""
+    result = run_train(["--help"], tmp_path, timeout=60)
+    check_ok(result)
+    page = result.stdout
+    for group in ("env=", "algo=", "extractor=", "experiment="):
+        assert f"\n  {group}" in page, page
+    for text in ("[recommend]", "navigate_easy", "[ppo]", "recurrent_ppo", "[film]", "cross_attention", "recommend_long",
+                 "total_timesteps=150000", "Env steps (summed over instances) at which the run ends", "seed=0",
+                 "env.options.<option>", "algo.hyperparams.<name>", "Examples:", "python -m mmrl.train experiment=navigate"):  # fmt: skip
+        assert text in page, f"{text!r} not in --help:\n{page}"
+    assert "schema" not in page.replace("configs/schema.py", ""), page
+    hydra = run_train(["--cfg", "hydra"], tmp_path, timeout=60)
+    check_ok(hydra)
+    assert "dir: runs/multirun/${now:%Y-%m-%d}/${now:%H-%M-%S}" in hydra.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_progress_labels_are_honest() -> None:
+    """The bar ends at the step the run really ends at (whole rollouts); the entropy shown is the policy's entropy
+    (SB3 logs the entropy loss, its negative)."""
+    from types import SimpleNamespace
+
+    from mmrl.train import OneLineOutput, end_step
+
+    ppo = SimpleNamespace(n_steps=64, n_envs=32)
+    assert end_step(ppo, 150_000) == 151_552 and end_step(ppo, 2048) == 2048  # type: ignore[arg-type]
+    lines: list[str] = []
+    OneLineOutput(lines.append).write({"time/total_timesteps": 64, "train/entropy_loss": -1.38}, {})
+    assert lines == ["step 64 | entropy 1.38"]
 
 
 def test_overlong_run_dir_fails_with_a_hint(tmp_path: Path) -> None:
