@@ -286,6 +286,13 @@ class Diagnose(BatchedEnv[DiagnoseState]):
     """Batched Diagnose; see the module docstring for the task. Keyword arguments: :class:`DiagnoseParams`."""
 
     end_reasons = ("running", "right diagnosis", "wrong diagnosis", "step limit")
+    #: what the pictures show, for the replays' legend (mmrl.report)
+    legend = (
+        "The image is a greyscale chest scan: body wall, two lung fields and the mediastinum, with a lesion in each "
+        "lung (nodule, patch, streaks or cavity); a hazy opacity can hide their shapes. After a 'detailed scan' "
+        "test it is a 4x zoom on both lesions (left lung's on the left). Only the text (history, test results) "
+        "says which side hurts and whether there is an infection."
+    )
     observation_fields = ("revealed", "zoom_image", "scan_image", "lesion_corner", "lesion_look", "text")
     task_metrics = TASK_METRICS
 

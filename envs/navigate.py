@@ -265,6 +265,14 @@ class Navigate(BatchedEnv[NavigateState]):
     """Batched Navigate; see the module docstring for the task. Keyword arguments: :class:`NavigateParams`."""
 
     end_reasons = tuple(reason.name.lower().replace("_", " ") for reason in EndReason)
+    #: what the pictures show, for the replays' legend (mmrl.report)
+    legend = (
+        "The image is the room: grey walls around a dark floor with grid lines; the agent is the white triangle, "
+        "pointing where it faces; objects are coloured shapes (ball = disc, box = hollow square, key = ring with a "
+        "shaft). In the egocentric "
+        "view the agent sits in the centre facing up, so 'forward' is always up. The instruction names the target "
+        "by kind and colour."
+    )
     observation_fields = ("agent", "heading", "objects", "present", "colour", "kind", "text")
     task_metrics = TASK_METRICS
     action_names = tuple(a.name.lower().replace("pickup", "pick up") for a in Action)

@@ -317,6 +317,12 @@ class Recommend(BatchedEnv[RecommendState]):
     """Batched Recommend; see the module docstring for the task. Keyword arguments: :class:`RecommendParams`."""
 
     end_reasons = ("running", "shopper left", "step limit")
+    #: what the pictures show, for the replays' legend (mmrl.report)
+    legend = (
+        "The image is the slate: one tile per slot, left to right, top to bottom. Shape = category, fill = colour, "
+        "texture = pattern, pips (1-4) = price tier. In the long-term setting a black-and-white flash badge in a "
+        "tile's corner marks a clickbait item. The shopper's wish and reactions are only in the text."
+    )
     observation_fields = ("slate", "slot_value", "slot_click", "last_action", "text")
     value_key = "expected_reward"
     task_metrics = TASK_METRICS
