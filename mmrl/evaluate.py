@@ -12,7 +12,9 @@ algorithm, and ``best_model.zip`` (else ``final_model.zip``) the model, loaded w
 policies (``baselines``) run on the same seeds. Each evaluation writes a new folder (never an existing one)::
 
     metrics.json        mean, std, 95% CI of return and length, the env's task metrics, for every policy
-    videos/episode-0000.mp4 ...   H.264 replays of the first ``video.episodes`` episodes
+    videos/episode-0000.mp4 ...   H.264 replays of the first ``video.episodes`` episodes and of the best, median
+                        and worst ones (with a poster frame each, episode-0000-poster.png)
+    episode_returns.csv every policy's return in each episode
     learning_curve.png  from the run's progress.csv / evaluations.npz (runs only)
     report.html         the curve, the metrics table and the videos, by relative paths (works offline)
 
@@ -38,13 +40,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 import torch
 
 import mmrl
 from mmrl.agents.model_policy import ModelPolicy
 from mmrl.configs.schema import MISSING, EnvConfig
 from mmrl.core.memory import retain_freed_memory
-from mmrl.runs import RunDirError, atomic_write_json, load_run_config, new_output_dir, publish_dir, resolve_device
+from mmrl.runs import RunDirError, atomic_write_json, atomic_write_text, load_run_config, new_output_dir, publish_dir, resolve_device
 
 MODEL_FILES = ("best_model.zip", "final_model.zip")
 #: reference policies every built-in env offers; an env may offer more (``careful``, ``planner`` ...)
@@ -59,7 +62,10 @@ class VideoConfig:
     """Replay videos."""
 
     episodes: int = 2
-    """How many of the first episodes get a video (0: none)."""
+    """How many of the first episodes get a video, besides the chosen ones (0: no videos at all)."""
+    chosen: bool = True
+    """Also the best, median and worst episodes by return (found in the evaluation, then replayed with the same
+    seeds to record them)."""
     fps: float = 2.0
     """Frames per second (one frame per observation)."""
     scale: int | None = None
@@ -152,9 +158,16 @@ def compose_config(overrides: Sequence[str] = ()) -> EvaluateConfig:
         with initialize_config_module(config_module="mmrl.configs", version_base=None):
             return OmegaConf.to_object(compose(config_name="evaluate", overrides=overrides))  # type: ignore[return-value]
     except (HydraException, OmegaConfBaseException) as error:
+        from mmrl.train import did_you_mean
+
         message = str(error).split("\nConfig search path")[0].strip()
+        keys = [k.split("=")[0] for k in valid_keys()]
         if message.startswith("Could not override"):
-            message = f"unknown key {message.split(chr(39))[1]!r}"
+            key = message.split(chr(39))[1]
+            message = f"unknown key {key!r}{did_you_mean(key, keys)}"
+        elif message.startswith("In 'evaluate': Could not find 'env/"):
+            choice = message.split("'env/")[1].split("'")[0]
+            message = f"env={choice}: no such env config{did_you_mean(choice, _env_choices())}"
         elif error.__cause__ is not None:
             message += f": {str(error.__cause__).splitlines()[0]}"
         hint = f"valid keys: {', '.join(valid_keys())}; env choices: {', '.join(_env_choices())}"
@@ -229,7 +242,7 @@ def _evaluate_into(
     from mmrl.episodes import run_episodes
     from mmrl.metrics import CI_METHOD, episode_metrics, gap_share, task_metrics_for
     from mmrl.report import write_report
-    from mmrl.video import EpisodeRecorder, replay_frames, write_mp4
+    from mmrl.video import EpisodeRecorder, poster_index, replay_frames, step_rows, write_mp4, write_png
 
     task = task_metrics_for(env)
     sum_keys = task.sum_keys if task else ()
@@ -237,50 +250,68 @@ def _evaluate_into(
     results: dict[str, Any] = {}
     timings: dict[str, float] = {}
     skipped: dict[str, str] = {}
-    recorder = EpisodeRecorder(env, config.video.episodes, config.seed)
-    for name in names:
-        start = time.perf_counter()
+    returns: dict[str, np.ndarray] = {}
+
+    def actor_of(name: str) -> Any:
+        """A fresh actor for ``name``: each run of it starts from the same state and seeds."""
         if name == "agent":
             assert policy is not None
             if not config.deterministic:
                 torch.manual_seed(config.seed)
-            actor = policy
-        else:
-            try:
-                actor = make_reference_policy(name, env, seed=config.seed)
-            except (ValueError, KeyError, AttributeError) as error:
-                if name == evaluated:
-                    raise EvaluationError(str(error)) from None
-                skipped[name] = str(error)
-                continue
-        act, update = actor.act, actor.update
-        if name == evaluated:
-            act, update = recorder.wrap_act(act), recorder.wrap_update(update)
-        stats = run_episodes(env, act, seed=config.seed, update=update, sum_keys=sum_keys)
+            return policy
+        return make_reference_policy(name, env, seed=config.seed)
+
+    for name in names:
+        start = time.perf_counter()
+        try:
+            actor = actor_of(name)
+        except (ValueError, KeyError, AttributeError) as error:
+            if name == evaluated:
+                raise EvaluationError(str(error)) from None
+            skipped[name] = str(error)
+            continue
+        stats = run_episodes(env, actor.act, seed=config.seed, update=actor.update, sum_keys=sum_keys)
         results[name] = episode_metrics(stats, task)
+        returns[name] = np.asarray(stats.returns, dtype=np.float64)
         timings[name] = round(time.perf_counter() - start, 3)
     reference = next((name for name in ("planner", "oracle", "myopic") if name in results), None)
+    random_ci = results["random"]["episode_return"]["ci95"] if "random" in results else None
     for values in results.values():
         values["share_of_gap"] = (
             gap_share(values["episode_return"]["mean"], results["random"]["episode_return"]["mean"],
                       results[reference]["episode_return"]["mean"])
             if reference is not None and "random" in results else None
         )  # fmt: skip
+        # "better than random" only when the 95% intervals are apart: an overlap is no evidence of learning
+        values["better_than_random"] = None if random_ci is None else bool(values["episode_return"]["ci95"][0] > random_ci[1])
 
+    # Videos of chosen episodes: the evaluation above found each episode's return; the evaluated policy now runs
+    # again on the same seeds, recording only those rows (an episode is a function of its seed and the policy; a
+    # stochastic agent samples the same actions after the same torch seed, checked by comparing the returns).
     videos_meta = []
+    chosen = choose_episodes(returns[evaluated], config.video.episodes, config.video.chosen) if config.video.episodes > 0 else {}
+    if chosen:
+        start = time.perf_counter()
+        recorder = EpisodeRecorder(env, list(chosen), config.seed)
+        actor = actor_of(evaluated)
+        run_episodes(env, recorder.wrap_act(actor.act), seed=config.seed, update=recorder.wrap_update(actor.update))
+        timings["videos"] = round(time.perf_counter() - start, 3)
+        (out_dir / "videos").mkdir()
     image_height = env.single_observation_space["image"].shape[1]
     scale = config.video.scale if config.video.scale is not None else max(1, round(VIDEO_IMAGE_SIZE / image_height))
-    if recorder.trajectories:
-        (out_dir / "videos").mkdir()
-    for i, trajectory in enumerate(recorder.trajectories):
+    for (row, labels), trajectory in zip(chosen.items(), recorder.trajectories if chosen else [], strict=True):
         frames = replay_frames(env, trajectory, scale=scale)
-        name = f"videos/episode-{i:04d}.mp4"
+        name = f"videos/episode-{row:04d}.mp4"
         write_mp4(out_dir / name, frames, fps=float(config.video.fps))
+        poster = f"videos/episode-{row:04d}-poster.png"
+        write_png(out_dir / poster, frames[poster_index(trajectory)])
         height, width = frames[0].shape[:2]
+        recorded = trajectory.returns[-1] if trajectory.returns else 0.0
         videos_meta.append({
-            "file": name, "episode": i, "seed": trajectory.seed, "length": trajectory.length, "frames": len(frames),
-            "return": trajectory.returns[-1] if trajectory.returns else 0.0, "fps": float(config.video.fps),
+            "file": name, "poster": poster, "episode": row, "seed": trajectory.seed, "labels": labels,
+            "length": trajectory.length, "frames": len(frames), "return": recorded, "fps": float(config.video.fps),
             "width": width + width % 2, "height": height + height % 2, "codec": "h264",
+            "reproduced": bool(abs(recorded - returns[evaluated][row]) < 1e-4), "steps": step_rows(env, trajectory),
         })  # fmt: skip
 
     metrics = {
@@ -299,12 +330,39 @@ def _evaluate_into(
         "policies": results,
         "skipped_baselines": skipped,
         "videos": videos_meta,
+        # what the replays show: the env's legend, and whether the action is outlined on the picture
+        "replay": {"legend": str(getattr(env, "legend", "") or ""), "action_outlined": callable(getattr(env, "slot_box", None))},
         "seconds": timings,
     }
     atomic_write_json(out_dir / "metrics.json", metrics)
+    write_episode_returns(out_dir / "episode_returns.csv", config.seed, returns)
     title = f"Evaluation of {run_dir.name if run_dir else f'{config.policy} policy'} on {env_cfg['id']}"
-    write_report(out_dir, metrics, run_dir=run_dir, title=title)
+    write_report(out_dir, metrics, run_dir=run_dir, title=title, episode_returns=returns)
     atomic_write_json(out_dir / "evaluate_config.json", dataclasses.asdict(config))
+
+
+def choose_episodes(returns: np.ndarray, first: int, chosen: bool = True) -> dict[int, list[str]]:
+    """The episodes (rows) that get a video and their labels: the ``first`` ones, then, with ``chosen``, the best,
+    the median and the worst by return (the lowest row among equal returns; one row may carry several labels).
+
+    :returns: ``{row: labels}`` in the order the report shows them."""
+    picked: dict[int, list[str]] = {row: ["first"] for row in range(min(first, len(returns)))}
+    if chosen and len(returns):
+        order = np.lexsort((np.arange(len(returns)), returns))  # by return, then by row
+        best = int(np.flatnonzero(returns == returns.max())[0])
+        for label, row in (("best", best), ("median", int(order[(len(returns) - 1) // 2])), ("worst", int(order[0]))):
+            picked.setdefault(row, []).append(label)
+    return picked
+
+
+def write_episode_returns(path: Path, seed: int, returns: dict[str, np.ndarray]) -> None:
+    """``episode_returns.csv``: one row per episode (its seed), one column per policy."""
+    names = list(returns)
+    lines = [",".join(["episode", "seed", *names])]
+    count = len(next(iter(returns.values()))) if returns else 0
+    for i in range(count):
+        lines.append(",".join([str(i), str(seed + i), *(f"{returns[n][i]:.6g}" for n in names)]))
+    atomic_write_text(path, "\n".join(lines) + "\n")
 
 
 def _check(config: EvaluateConfig) -> None:
@@ -330,7 +388,9 @@ def _check_policies(config: EvaluateConfig, env: Any) -> list[str]:
     asked = [config.policy] if config.policy is not None else []
     bad = [name for name in [*asked, *(config.baselines or [])] if name not in offered]
     if bad:
-        raise EvaluationError(f"{type(env).__name__} has no reference policy {bad}; it offers {offered}")
+        from mmrl.train import did_you_mean
+
+        raise EvaluationError(f"{type(env).__name__} has no reference policy {bad}{did_you_mean(bad[0], offered)}; it offers {offered}")
     if config.baselines is not None:
         return list(config.baselines)
     # random first, then the env's own policies, then the myopic oracle and the planner: from weakest to strongest

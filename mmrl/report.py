@@ -1,8 +1,11 @@
 """``report.html``: one self-contained evaluation folder a person opens in a browser (offline, no CDN).
 
-The page holds the learning curves of the run (PNG, drawn with matplotlib from the run's SB3 CSV log
+The page holds a headline (the evaluated policy's share of the random-to-reference gap, and whether its 95% interval
+lies above random's), the learning curves of the run (PNG, drawn with matplotlib from the run's SB3 CSV log
 ``progress.csv`` and its periodic evaluations, ``evaluations.csv``), the metrics table of the evaluated policy against the
-reference policies, and the replay videos, all by relative paths inside the folder.
+reference policies, a histogram of each policy's episode returns, and the replay videos of chosen episodes (first,
+best, median, worst), each with a poster frame, a per-step table and the env's legend, all by relative paths inside
+the folder.
 """
 
 from __future__ import annotations
@@ -127,9 +130,38 @@ def plot_learning_curves(
         plt.close(figure)
 
 
+def plot_return_histograms(returns: Mapping[str, np.ndarray], path: str | os.PathLike[str], evaluated: str | None = None) -> Path:
+    """Draw the distribution of episode returns of each policy (one histogram per policy, shared bins and x axis,
+    the mean as a line) to a PNG at ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(returns)
+    values = np.concatenate([np.asarray(returns[n], dtype=np.float64) for n in names])
+    low, high = float(values.min()), float(values.max())
+    discrete = np.allclose(values, np.round(values)) and high - low <= 40
+    bins = np.arange(low - 0.5, high + 1.5) if discrete else np.linspace(low, high if high > low else low + 1, 31)
+    figure, axes = plt.subplots(len(names), 1, figsize=(7.5, 0.3 + 1.05 * len(names)), dpi=100, sharex=True, squeeze=False)
+    for i, (name, ax) in enumerate(zip(names, axes[:, 0], strict=True)):
+        data = np.asarray(returns[name], dtype=np.float64)
+        ax.hist(data, bins=bins, color="C1" if name == evaluated else "C0", alpha=0.85)
+        ax.axvline(float(data.mean()), color="k", linewidth=1, linestyle="--")
+        ax.set_ylabel(name + (" *" if name == evaluated else ""), rotation=0, ha="right", va="center", fontsize=9)
+        ax.tick_params(labelsize=8)
+        ax.grid(alpha=0.3)
+    axes[-1, 0].set_xlabel("episode return (dashed: mean; * evaluated)")
+    figure.tight_layout()
+    try:
+        return atomic_write(path, lambda file: figure.savefig(file, format="png", metadata={"Software": None}))
+    finally:
+        plt.close(figure)
+
+
 # ---------------------------------------------------------------------------------------------- HTML
 _CSS = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; padding: 0 1em; }
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1440px; color: #222; padding: 0 1em; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #ddd; }
 table { border-collapse: collapse; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: right; }
@@ -137,9 +169,34 @@ th:first-child, td:first-child { text-align: left; }
 tr.evaluated { background: #fff6d5; font-weight: 600; }
 .meta td { text-align: left; }
 .videos { display: flex; flex-wrap: wrap; gap: 1.2em; }
-figure { margin: 0; } figcaption { font-size: 0.85em; color: #555; }
+figure { margin: 0; } figcaption { font-size: 0.95em; color: #333; margin-bottom: 4px; }
 .note { color: #666; font-style: italic; }
 code { background: #f3f3f3; padding: 0 3px; }
+.verdict { font-size: 1.05em; padding: 0.6em 0.9em; border-radius: 4px; background: #eef6ee; border: 1px solid #9c9; }
+.verdict.warn { background: #fdeeee; border-color: #d99; }
+.replay { display: flex; flex-wrap: wrap; gap: 1em; align-items: flex-start; margin-bottom: 1.5em; }
+.steps { max-height: 420px; overflow-y: auto; }
+.steps table { font-size: 0.8em; }
+.steps td:nth-child(2), .steps th:nth-child(2) { text-align: left; max-width: 260px; }
+video { max-width: 100%; height: auto; }
+.steps tr.now { background: #fff1b8; } .steps tr[data-time] { cursor: pointer; }
+.label { display: inline-block; background: #334; color: #fff; border-radius: 3px; padding: 0 6px; margin-right: 4px; font-size: 0.85em; }
+.legend { max-width: 900px; }
+"""
+
+#: how the report names each chosen episode of a video (see :func:`mmrl.evaluate.choose_episodes`)
+EPISODE_LABELS = {"first": "first episodes", "best": "best (highest return)", "median": "median return", "worst": "worst (lowest return)"}
+
+#: clicking a row of a step table shows that frame; the row of the frame shown is highlighted
+_STEP_SCRIPT = """
+document.querySelectorAll('.replay').forEach(function (replay) {
+  var video = replay.querySelector('video'), rows = replay.querySelectorAll('tr[data-time]');
+  rows.forEach(function (row) { row.addEventListener('click', function () {
+    video.pause(); video.currentTime = parseFloat(row.dataset.time); }); });
+  video.addEventListener('timeupdate', function () {
+    rows.forEach(function (row) { var t = parseFloat(row.dataset.time), d = parseFloat(row.dataset.duration);
+      row.classList.toggle('now', video.currentTime >= t - d / 2 && video.currentTime < t + d / 2); }); });
+});
 """
 
 
@@ -152,6 +209,60 @@ def _summary_cell(summary: Mapping[str, Any]) -> str:
     return f'{_fmt(summary["mean"])}<br><small>[{_fmt(low)}, {_fmt(high)}]</small>'
 
 
+def versus_random(summary: Mapping[str, Any], random: Mapping[str, Any]) -> str:
+    """``better``, ``worse`` or ``not better (intervals overlap)``: a policy's return against random's, by their
+    95% intervals (overlapping intervals are no evidence of a difference)."""
+    (low, high), (random_low, random_high) = summary["ci95"], random["ci95"]
+    if low > random_high:
+        return "better"
+    if high < random_low:
+        return "worse"
+    return "not better (intervals overlap)"
+
+
+def verdict(metrics: Mapping[str, Any]) -> tuple[str, bool]:
+    """The report's headline for the evaluated policy: its share of the random-to-reference gap and whether it is
+    better than random. Returns ``(html, warn)``; ``warn`` when it is not better than random."""
+    policies = metrics["policies"]
+    name = metrics["evaluated"]
+    ret = policies[name]["episode_return"]
+    esc = html.escape
+    text = f"<b>{esc(name)}</b>: mean return {_fmt(ret['mean'])} [95% CI {_fmt(ret['ci95'][0])}, {_fmt(ret['ci95'][1])}]"
+    reference = metrics.get("gap_reference")
+    share = policies[name].get("share_of_gap")
+    if reference and share is not None and "random" in policies:
+        text += (f", <b>{100 * share:.0f}% of the way</b> from random ({_fmt(policies['random']['episode_return']['mean'])}) "
+                 f"to {esc(reference)} ({_fmt(policies[reference]['episode_return']['mean'])}).")  # fmt: skip
+    else:
+        text += "."
+    if name == "random" or "random" not in policies:
+        return text, False
+    random = policies["random"]["episode_return"]
+    judged = versus_random(ret, random)
+    interval = f"[{_fmt(random['ci95'][0])}, {_fmt(random['ci95'][1])}]"
+    if judged == "better":
+        return text + f" Better than random: its 95% interval lies above random's {interval}.", False
+    if judged == "worse":
+        return text + f" <b>Worse than random</b>: its 95% interval lies below random's {interval}.", True
+    return text + f" <b>Not better than random</b>: its 95% interval overlaps random's {interval}.", True
+
+
+def step_table(video: Mapping[str, Any]) -> str:
+    """The per-step table of one replay: step, the text seen, the action, its reward, the return so far; each row
+    knows its time in the video (a click shows that frame)."""
+    esc = html.escape
+    fps = float(video["fps"])
+    rows = ["<tr><th>step</th><th>text</th><th>action</th><th>reward</th><th>return</th></tr>"]
+    for row in video.get("steps", []):
+        reward = "" if row["reward"] is None else f"{row['reward']:+.2f}"
+        action = "" if row["action"] is None else esc(str(row["action"]))
+        rows.append(
+            f'<tr data-time="{(row["step"] + 0.5) / fps:.3f}" data-duration="{1 / fps:.3f}"><td>{row["step"]}</td>'
+            f"<td>{esc(str(row['text']))}</td><td>{action}</td><td>{reward}</td><td>{row['return']:.2f}</td></tr>"
+        )
+    return '<div class="steps"><table>' + "".join(rows) + "</table></div>"
+
+
 def metrics_table(metrics: Mapping[str, Any]) -> str:
     """The HTML table of every policy's metrics: mean and 95% CI of return and length, then task metrics."""
     policies: Mapping[str, Any] = metrics["policies"]
@@ -162,6 +273,9 @@ def metrics_table(metrics: Mapping[str, Any]) -> str:
     head = ["policy", "episode return<br><small>mean [95% CI]</small>", "return std", "episode length<br><small>mean [95% CI]</small>"]
     if reference:
         head.append(f"share of the gap<br><small>random 0%, {html.escape(reference)} 100%</small>")
+    compare = "random" in policies
+    if compare:
+        head.append("vs random<br><small>95% intervals</small>")
     head += [html.escape(labels.get(k, k)) for k in task_keys]
     rows = ["<tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"]
     for name, values in policies.items():
@@ -174,6 +288,8 @@ def metrics_table(metrics: Mapping[str, Any]) -> str:
         if reference:
             share = values.get("share_of_gap")
             cells.append("" if share is None else f"{100 * share:.0f}%")
+        if compare:
+            cells.append("" if name == "random" else versus_random(values["episode_return"], policies["random"]["episode_return"]))
         for key in task_keys:
             value = values["task"].get(key)
             cells.append(_summary_cell(value) if isinstance(value, Mapping) else "" if value is None else _fmt(float(value)))
@@ -187,12 +303,14 @@ def render_report(
     curve_image: str | None = None,
     curve_note: str = "",
     title: str = "mmrl evaluation",
+    histogram_image: str | None = None,
 ) -> str:
     """The HTML text of ``report.html``.
 
     :param metrics: the content of ``metrics.json`` (see :mod:`mmrl.evaluate`).
     :param curve_image: path of the learning-curve PNG relative to the report, or ``None``.
     :param curve_note: a sentence shown instead of (or under) the curve, e.g. why there is none.
+    :param histogram_image: path of the episode-return histograms (PNG) relative to the report, or ``None``.
     """
     esc = html.escape
     source = metrics["source"]
@@ -217,8 +335,9 @@ def render_report(
         f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{esc(title)}</h1>",
         '<table class="meta">' + "".join(f"<tr><td>{k}</td><td>{v}</td></tr>" for k, v in meta) + "</table>",
-        "<h2>Learning curve</h2>",
     ]
+    headline, warn = verdict(metrics)
+    parts += [f'<p class="verdict{" warn" if warn else ""}">{headline}</p>', "<h2>Learning curve</h2>"]
     if curve_image:
         parts.append(f'<img src="{esc(curve_image)}" alt="learning curve: mean episode return against env steps">')
     if curve_note:
@@ -227,28 +346,42 @@ def render_report(
         "<h2>Metrics against the reference policies</h2>",
         metrics_table(metrics),
         '<p class="note">Same episodes (same seeds) for every policy. Regret vs oracle: the sum over a session of the '
-        "best slot's expected reward minus the chosen one's. Full numbers: "
-        '<a href="metrics.json">metrics.json</a>.</p>',
-        "<h2>Replays</h2>",
+        "best slot's expected reward minus the chosen one's. Better or worse than random only where the 95% intervals "
+        'do not overlap. Full numbers: <a href="metrics.json">metrics.json</a>; every episode\'s return: '
+        '<a href="episode_returns.csv">episode_returns.csv</a>.</p>',
+        "<h2>Distribution of episode returns</h2>",
     ]
+    if histogram_image:
+        parts.append(f'<img src="{esc(histogram_image)}" alt="histogram of episode returns, one per policy">')
+    else:
+        parts.append('<p class="note">No histogram: the per-episode returns were not given.</p>')
+    parts.append("<h2>Replays</h2>")
     videos = metrics.get("videos", [])
+    replay = metrics.get("replay", {})
     if not videos:
         parts.append('<p class="note">No videos (video.episodes=0).</p>')
     else:
+        if replay.get("legend"):
+            parts.append(f'<p class="legend"><b>Legend.</b> {esc(replay["legend"])}</p>')
+        acted_on = "the observation the action was taken on (the chosen slot outlined)" if replay.get("action_outlined") else "the observation the action was taken on"
         parts.append(
-            '<p class="note">Each frame: left, the observation the action was taken on (the chosen slot outlined); '
-            "right, the observation that followed; the panel shows the text, the action, the reward and the return so far. "
-            "Frame 0 is the first observation, the last frame the final one.</p>"
+            f'<p class="note">Each frame: left, {acted_on}; right, the observation that followed; the panel shows the '
+            "text, the action, the reward and the return so far. Frame 0 is the first observation, the last frame the "
+            "final one. The table beside each video lists every step: click a row to see its frame.</p>"
         )
-        parts.append('<div class="videos">')
         for video in videos:
+            labels = "".join(f'<span class="label">{esc(EPISODE_LABELS.get(label, label))}</span>' for label in video.get("labels", []))
+            caption = (f"{labels} episode {video['episode']} (seed {video['seed']}): return {video['return']:.2f}, "
+                       f"{video['length']} steps, {video['frames']} frames at {video['fps']} fps")  # fmt: skip
+            if video.get("reproduced") is False:
+                caption += " (replayed with the same seed; this replay's return differs from the evaluation's)"
+            poster = f' poster="{esc(video["poster"])}"' if video.get("poster") else ""
             parts.append(
-                f'<figure><video controls preload="auto" width="{video["width"]}" height="{video["height"]}" '
-                f'src="{esc(video["file"])}"></video>'
-                f"<figcaption>episode {video['episode']} (seed {video['seed']}): return {video['return']:.2f}, "
-                f"{video['length']} steps, {video['frames']} frames at {video['fps']} fps</figcaption></figure>"
+                f'<div class="replay"><figure><figcaption>{caption}</figcaption>'
+                f'<video controls preload="auto" width="{video["width"]}" height="{video["height"]}"{poster} '
+                f'src="{esc(video["file"])}"></video></figure>{step_table(video)}</div>'
             )
-        parts.append("</div>")
+        parts.append(f"<script>{_STEP_SCRIPT}</script>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 
@@ -258,11 +391,18 @@ def write_report(
     metrics: Mapping[str, Any],
     run_dir: str | os.PathLike[str] | None = None,
     title: str = "mmrl evaluation",
+    episode_returns: Mapping[str, np.ndarray] | None = None,
 ) -> Path:
-    """Write ``report.html`` (and ``learning_curve.png`` when the run has logs) into ``out_dir``.
+    """Write ``report.html`` (and ``learning_curve.png`` when the run has logs, ``returns.png`` when the episodes'
+    returns are given) into ``out_dir``.
 
-    :param run_dir: the training run, searched for logs; ``None`` for a policy-only evaluation."""
+    :param run_dir: the training run, searched for logs; ``None`` for a policy-only evaluation.
+    :param episode_returns: each policy's return in each episode, for the histograms."""
     out_dir = Path(out_dir)
+    histogram = None
+    if episode_returns:
+        plot_return_histograms(episode_returns, out_dir / "returns.png", evaluated=metrics.get("evaluated"))
+        histogram = "returns.png"
     curve_image, note = None, ""
     if run_dir is None:
         note = "No learning curve: this evaluates a reference policy, not a training run."
@@ -280,4 +420,4 @@ def write_report(
             note = f"From {', '.join(sources)} in the run directory; dashed lines: reference policies on this evaluation's episodes."
         else:
             note = f"No learning curve: none of {', '.join(LOG_READERS)} found in {run_dir}."
-    return atomic_write_text(out_dir / "report.html", render_report(metrics, curve_image, note, title))
+    return atomic_write_text(out_dir / "report.html", render_report(metrics, curve_image, note, title, histogram))

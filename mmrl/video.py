@@ -1,13 +1,14 @@
-"""Replay videos of evaluation episodes: record the first rows of a batched run, draw frames, write H.264 MP4.
+"""Replay videos of evaluation episodes: record chosen rows of a batched run, draw frames, write H.264 MP4.
 
 Frames (one per observation, so an episode of ``T`` steps gives ``T + 1`` frames)::
 
     +----------------------+----------------------+-------------------------------+
-    | previous observation | observation now      | "decoded text of now"         |
-    | (the chosen slot     |                      | step t/T  action, reward      |
-    |  outlined)           |                      | return so far                 |
+    | "acted on"           | "now"                | "decoded text of now"         |
+    +----------------------+----------------------+ step t/T  action, reward      |
+    | previous observation | observation now      | return so far                 |
+    | (the chosen slot     |                      |                               |
+    |  outlined)           |                      |                               |
     +----------------------+----------------------+-------------------------------+
-    | "acted on"           | "now"                |                               |
 
 Frame 0 shows the initial observation (the left picture is blank); frame ``t`` shows the observation after
 step ``t`` (the last one is the episode's final observation) with the action, reward and running return of
@@ -67,19 +68,24 @@ class Trajectory:
 
 
 class EpisodeRecorder:
-    """Records the first episode of rows ``0 .. rows-1`` of a :func:`~mmrl.episodes.run_episodes` call.
+    """Records the first episode of some rows of a :func:`~mmrl.episodes.run_episodes` call: rows ``0 .. rows-1``,
+    or the rows listed (e.g. the best, median and worst episodes of an earlier run on the same seeds).
 
     Wrap the policy with :meth:`wrap_act` and :meth:`wrap_update`; the other rows cost nothing.
 
     :param env: the batched env being run.
-    :param rows: how many leading rows to record.
+    :param rows: how many leading rows to record, or which rows (``trajectories[j]`` is row ``rows[j]``).
     :param seed: the run's base seed (row ``i`` is seeded ``seed + i``).
     """
 
-    def __init__(self, env: BatchedEnv, rows: int, seed: int):
+    def __init__(self, env: BatchedEnv, rows: int | Sequence[int], seed: int):
         self.env = env
-        self.rows = min(int(rows), env.num_envs)
-        self.trajectories = [Trajectory(seed=seed + i) for i in range(self.rows)]
+        self.row_ids = list(range(min(int(rows), env.num_envs))) if isinstance(rows, int) else [int(r) for r in rows]
+        if any(not 0 <= r < env.num_envs for r in self.row_ids):
+            raise ValueError(f"rows {self.row_ids} must lie in [0, {env.num_envs})")
+        self.rows = len(self.row_ids)
+        self._index = torch.as_tensor(self.row_ids, dtype=torch.int64)
+        self.trajectories = [Trajectory(seed=seed + r) for r in self.row_ids]
         self._previous_return = np.zeros(self.rows, dtype=np.float64)
 
     def _live(self) -> list[int]:
@@ -97,9 +103,10 @@ class EpisodeRecorder:
             actions = act(obs, info)
             live = self._live()
             if live:
-                taken = torch.as_tensor(actions)[: self.rows].cpu().numpy()
+                taken = torch.as_tensor(actions).cpu()[self._index].numpy()
                 for i in live:
-                    self._append_observation(i, obs["image"][i], obs["text"][i])
+                    row = self.row_ids[i]
+                    self._append_observation(i, obs["image"][row], obs["text"][row])
                     self.trajectories[i].actions.append(int(taken[i]))
             return actions
 
@@ -114,8 +121,8 @@ class EpisodeRecorder:
             live = self._live()
             if not live:
                 return
-            returns = info["episode_return"][: self.rows].cpu().numpy().astype(np.float64)
-            finished = done[: self.rows].cpu().numpy()
+            returns = info["episode_return"].cpu()[self._index].numpy().astype(np.float64)
+            finished = done.cpu()[self._index].numpy()
             done_rows = info["done_index"].cpu().tolist()
             for i in live:
                 trajectory = self.trajectories[i]
@@ -123,7 +130,7 @@ class EpisodeRecorder:
                 trajectory.returns.append(float(returns[i]))
                 self._previous_return[i] = returns[i]
                 if finished[i]:
-                    j = done_rows.index(i)
+                    j = done_rows.index(self.row_ids[i])
                     final = info["final_observation"]
                     self._append_observation(i, final["image"][j], final["text"][j])
                     trajectory.done = True
@@ -167,11 +174,12 @@ def replay_frame(
         left_label = "acted on (choice outlined)" if callable(box_of) else "acted on"
         reward_line = f"reward {trajectory.rewards[t - 1]:+.2f}   return {trajectory.returns[t - 1]:.2f}"
     width = now.shape[1]
+    # the labels go above the pictures: browsers draw the player's controls over the bottom of a video
     picture = np.concatenate(
         [
-            np.concatenate([before, _caption(width, left_label)], axis=0),
+            np.concatenate([_caption(width, left_label), before], axis=0),
             np.full((now.shape[0] + CAPTION_HEIGHT, 4, 3), 90, dtype=np.uint8),
-            np.concatenate([now, _caption(width, "now")], axis=0),
+            np.concatenate([_caption(width, "now"), now], axis=0),
         ],
         axis=1,
     )
@@ -183,6 +191,35 @@ def replay_frame(
         reward_line,
     ]
     return compose(picture, lines)
+
+
+def poster_index(trajectory: Trajectory) -> int:
+    """The frame a video shows before it plays: one from the middle of the episode (frame 0 has no picture on the
+    left yet, and the last one may show the start of nothing)."""
+    return max(1, len(trajectory.images) // 2) if len(trajectory.images) > 1 else 0
+
+
+def step_rows(env: BatchedEnv, trajectory: Trajectory) -> list[dict[str, object]]:
+    """The episode as a table, one row per frame: ``step``, the ``text`` seen, the ``action`` taken at that step (by
+    the env's name for it), its ``reward`` and the ``return`` so far (frame 0: the first observation, no action)."""
+    rows: list[dict[str, object]] = []
+    for t, text in enumerate(trajectory.texts):
+        row: dict[str, object] = {"step": t, "text": text, "action": None, "reward": None, "return": 0.0}
+        if t > 0:
+            row.update(action=describe_action(env, trajectory.actions[t - 1]), reward=round(trajectory.rewards[t - 1], 4),
+                       **{"return": round(trajectory.returns[t - 1], 4)})  # fmt: skip
+        rows.append(row)
+    return rows
+
+
+def write_png(path: str | os.PathLike[str], frame: np.ndarray) -> Path:
+    """Write an HWC uint8 RGB frame as a PNG (e.g. a video's poster); atomic."""
+    from mmrl.runs import atomic_write
+
+    ok, data = cv2.imencode(".png", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ValueError(f"could not encode a {frame.shape} frame as PNG")
+    return atomic_write(path, lambda file: file.write(data.tobytes()))
 
 
 def replay_frames(env: BatchedEnv, trajectory: Trajectory, scale: int = 4) -> list[np.ndarray]:

@@ -7,6 +7,7 @@ episodes of Recommend in the setting of ``configs/env/recommend.yaml`` (the eval
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import os
@@ -144,15 +145,16 @@ def test_reference_policies_are_ordered(oracle_eval: Path) -> None:
 # ---------------------------------------------------------------------------------------------- videos
 def test_videos_decode_with_one_frame_per_observation(oracle_eval: Path) -> None:
     metrics = load_metrics(oracle_eval)
-    env = mmrl.make_batched(ENV_ID, num_envs=2, **OPTIONS)
+    env = mmrl.make_batched(ENV_ID, num_envs=EPISODES, **OPTIONS)
     policy = make_reference_policy("oracle", env)
     lengths = run_episodes(env, policy.act, seed=SEED, update=policy.update).lengths
-    assert len(metrics["videos"]) == 2
+    assert [v["episode"] for v in metrics["videos"] if "first" in v["labels"]] == [0, 1]
     scale = 2
     height = 32 * scale + CAPTION_HEIGHT
     width = 2 * 32 * scale + 4 + PANEL_WIDTH
-    for i, video in enumerate(metrics["videos"]):
+    for video in metrics["videos"]:
         path = oracle_eval / video["file"]
+        i = video["episode"]
         assert video["seed"] == SEED + i and video["length"] == lengths[i]
         frames = decode(path)
         assert len(frames) == lengths[i] + 1 == video["frames"]
@@ -182,6 +184,86 @@ def test_policy_report_is_self_contained(oracle_eval: Path) -> None:
         assert f"<td>{name}" in page
 
 
+def test_videos_are_the_first_best_median_and_worst_episodes(oracle_eval: Path) -> None:
+    """The evaluation finds each episode's return, then replays the chosen seeds to record them: the first ones,
+    the best, the median and the worst, each labelled, with the same return as in the evaluation."""
+    metrics = load_metrics(oracle_eval)
+    with open(oracle_eval / "episode_returns.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert len(rows) == EPISODES and rows[3]["seed"] == str(SEED + 3) and set(rows[0]) >= {"oracle", "random", "greedy"}
+    returns = np.array([float(r["oracle"]) for r in rows])
+    labelled = {label: v["episode"] for v in metrics["videos"] for label in v["labels"] if label != "first"}
+    assert set(labelled) == {"best", "median", "worst"}
+    assert returns[labelled["best"]] == returns.max() and returns[labelled["worst"]] == returns.min()
+    assert returns[labelled["median"]] == np.sort(returns)[(EPISODES - 1) // 2]
+    assert len({v["episode"] for v in metrics["videos"]}) == len(metrics["videos"]), "one video per episode"
+    for video in metrics["videos"]:
+        assert video["reproduced"] and video["return"] == pytest.approx(returns[video["episode"]], abs=1e-4)
+        assert video["file"] == f"videos/episode-{video['episode']:04d}.mp4"
+        steps = video["steps"]
+        assert [s["step"] for s in steps] == list(range(video["frames"])) and steps[0]["action"] is None
+        assert steps[-1]["return"] == pytest.approx(video["return"], abs=1e-3) and steps[1]["action"].startswith("slot ")
+        poster = cv2.imread(str(oracle_eval / video["poster"]))
+        frames = decode(oracle_eval / video["file"])
+        assert poster.shape == frames[0].shape, "the poster is a frame of the video"
+        middle = frames[max(1, len(frames) // 2)] if len(frames) > 1 else frames[0]
+        assert np.abs(poster.astype(int) - middle.astype(int)).mean() < 8, "... from the middle of the episode"
+
+
+def test_chosen_episodes() -> None:
+    from mmrl.evaluate import choose_episodes
+
+    returns = np.array([3.0, 1.0, 5.0, 5.0, 2.0])
+    assert choose_episodes(returns, 2) == {0: ["first", "median"], 1: ["first", "worst"], 2: ["best"]}
+    assert choose_episodes(returns, 0) == {2: ["best"], 0: ["median"], 1: ["worst"]}, "the lowest row among ties"
+    assert choose_episodes(returns, 0, chosen=False) == {}
+    assert choose_episodes(np.array([1.0]), 3) == {0: ["first", "best", "median", "worst"]}
+
+
+def test_report_shows_the_gap_the_verdict_the_histogram_and_the_replays(oracle_eval: Path) -> None:
+    page = (oracle_eval / "report.html").read_text()
+    assert '<p class="verdict">' in page and "100% of the way</b> from random" in page and "Better than random" in page
+    assert '<img src="returns.png"' in page and (oracle_eval / "returns.png").stat().st_size > 2000
+    assert "vs random" in page and "<td>better</td>" in page
+    for label in ("first episodes", "best (highest return)", "median return", "worst (lowest return)"):
+        assert f'<span class="label">{label}</span>' in page
+    assert 'poster="videos/episode-0000-poster.png"' in page
+    assert page.index("<figcaption>") < page.index("<video"), "the caption is above the video, clear of its controls"
+    assert '<div class="steps"><table><tr><th>step</th><th>text</th><th>action</th>' in page and "data-time=" in page
+    assert "<b>Legend.</b> The image is the slate" in page and "pips (1-4) = price tier" in page
+    assert "(the chosen slot outlined)" in page
+
+
+@pytest.mark.parametrize(("env_name", "legend"), [("navigate", "white triangle"), ("diagnose", "chest scan")])
+def test_reports_of_other_envs_have_their_legend(env_name: str, legend: str, tmp_path: Path) -> None:
+    out = run_cli([f"env={env_name}", "policy=random", "episodes=8", "video.episodes=1", "video.scale=2",
+                   "baselines=[random]", f"out={tmp_path / 'ev'}"])  # fmt: skip
+    page = (out / "report.html").read_text()
+    assert legend in page and "slot outlined" not in page
+    assert load_metrics(out)["replay"] == {"legend": mmrl.make_batched(f"mmrl/{env_name.capitalize()}-v0").legend,
+                                           "action_outlined": False}  # fmt: skip
+
+
+def test_verdict_says_plainly_when_the_agent_is_not_better_than_random() -> None:
+    from mmrl.report import render_report
+
+    def policy(mean: float, low: float, high: float, share: float) -> dict:
+        summary = {"mean": mean, "std": 1.0, "ci95": [low, high], "min": 0.0, "max": 9.0, "n": 100}
+        return {"episode_return": summary, "episode_length": summary, "task": {}, "share_of_gap": share}
+
+    metrics = {
+        "evaluated": "agent", "source": {"kind": "run", "run_dir": "runs/x"}, "env": {"id": ENV_ID, "options": {}},
+        "episodes": 100, "seeds": [0, 99], "deterministic": True, "gap_reference": "oracle", "videos": [],
+        "policies": {"agent": policy(2.2, 1.9, 2.5, 0.02), "random": policy(2.0, 1.7, 2.3, 0.0), "oracle": policy(12.0, 11.0, 13.0, 1.0)},
+    }  # fmt: skip
+    page = render_report(metrics)
+    assert '<p class="verdict warn">' in page and "2% of the way</b> from random (2.000) to oracle (12.000)" in page
+    assert "<b>Not better than random</b>: its 95% interval overlaps random's [1.700, 2.300]" in page
+    assert "<td>not better (intervals overlap)</td>" in page
+    metrics["policies"]["agent"] = policy(1.0, 0.8, 1.2, -0.1)
+    assert "<b>Worse than random</b>" in render_report(metrics)
+
+
 # ---------------------------------------------------------------------------------------------- agent runs
 def test_agent_run(tiny_run: Path) -> None:
     assert main(["run=" + str(tiny_run), "episodes=16", "video.episodes=1"]) == 0
@@ -200,6 +282,17 @@ def test_agent_run(tiny_run: Path) -> None:
     page = (folders[0] / "report.html").read_text()
     assert '<img src="learning_curve.png"' in page and (folders[0] / "learning_curve.png").stat().st_size > 1000
     assert "progress.csv" in page
+    assert "of the way</b> from random" in page and ("Better than random" in page or "ot better than random" in page
+                                                      or "Worse than random" in page)  # fmt: skip
+    assert first["policies"]["agent"]["better_than_random"] in (True, False)
+
+
+def test_stochastic_agent_replays_reproduce_the_evaluated_episodes(tiny_run: Path, tmp_path: Path) -> None:
+    """With sampled actions the chosen episodes are replayed after the same torch seed: the same returns."""
+    out = run_cli([f"run={tiny_run}", "episodes=16", "video.episodes=1", "deterministic=false", "baselines=[random]",
+                   f"out={tmp_path / 'ev'}"])  # fmt: skip
+    videos = load_metrics(out)["videos"]
+    assert len(videos) >= 2 and all(v["reproduced"] for v in videos), videos
 
 
 def test_final_model_when_no_best(tiny_run: Path, tmp_path: Path) -> None:
@@ -240,6 +333,22 @@ def test_bad_run_directory_gives_a_clear_error(case: str, tiny_run: Path, tmp_pa
     assert str(run) in str(error.value)
     if run.exists():
         assert not list(run.glob("eval-*")), "a failed evaluation leaves no folder behind"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["episdes=3"], "unknown key 'episdes' (did you mean 'episodes'?)"),
+        (["video.episods=1", "policy=oracle"], "unknown key 'video.episods' (did you mean 'video.episodes'?)"),
+        (["env=navgate", "policy=oracle"], "env=navgate: no such env config (did you mean 'navigate'?)"),
+        (["policy=oracel"], "has no reference policy ['oracel'] (did you mean 'oracle'?)"),
+        (["policy=oracle", "env.options.slate_sze=3"], "has no option 'slate_sze'; valid options: ['betrayal',"),
+    ],
+)
+def test_typos_fail_with_a_did_you_mean(args: list[str], message: str, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main([*args, f"out={tmp_path / 'ev'}"]) == 2
+    assert message in capsys.readouterr().err
+    assert not list(tmp_path.iterdir()), "nothing is written"
 
 
 def test_bad_key_names_the_valid_ones(capsys: pytest.CaptureFixture[str]) -> None:
