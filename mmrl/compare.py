@@ -7,9 +7,9 @@ planner, as mean ± std and 95% interval over seeds of the final evaluation retu
 of the random→planner gap (random→oracle where there is no planner). The references come from the runs'
 own evaluations (the same held-out episodes as the agents). Example::
 
-    python -m mmrl.train --multirun seed=0,1,2 extractor=film,concat,gated,cross_attention
-    python -m mmrl.train --multirun seed=0,1,2 extractor=film extractor.modalities=[image],[text]
-    python -m mmrl.compare multirun/ --out modality.md
+    python -m mmrl.train --multirun seed=0,1,2 extractor=film,concat,gated,cross_attention 'run_dir=runs/sweep/${hydra:job.override_dirname}'
+    python -m mmrl.train --multirun seed=0,1,2 extractor=film extractor.modalities=[image],[text] 'run_dir=runs/sweep/${hydra:job.override_dirname}'
+    python -m mmrl.compare runs/sweep/          # prints the tables, writes runs/sweep/modality.md and modality.json
 
 Runs are grouped by env id, options and training steps, so runs of different setups never share a row.
 """
@@ -28,7 +28,11 @@ from typing import Any
 import numpy as np
 
 from mmrl.metrics import summarize
-from mmrl.runs import CONFIG_FILE, SUMMARY_FILE, load_run_config
+from mmrl.runs import CONFIG_FILE, SUMMARY_FILE, atomic_write_text, load_run_config
+
+#: the files :func:`main` writes by default, in the first folder it is given
+DEFAULT_MARKDOWN = "modality.md"
+DEFAULT_JSON = "modality.json"
 
 
 @dataclass(frozen=True)
@@ -171,8 +175,9 @@ def to_markdown(table: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mmrl.compare", description=__doc__.split("\n")[0])
     parser.add_argument("paths", nargs="+", type=Path, help="run directories or folders holding them (searched recursively)")
-    parser.add_argument("--out", type=Path, help="also write the Markdown tables to this file")
-    parser.add_argument("--json", type=Path, help="also write the tables as JSON to this file")
+    parser.add_argument("--out", type=Path, help=f"write the Markdown tables to this file (default: {DEFAULT_MARKDOWN} in the first folder)")
+    parser.add_argument("--json", type=Path, help=f"write the tables as JSON to this file (default: {DEFAULT_JSON} in the first folder)")
+    parser.add_argument("--no-files", action="store_true", help="only print the tables")
     args = parser.parse_args(argv)
     try:
         runs = find_runs(args.paths)
@@ -185,10 +190,15 @@ def main(argv: list[str] | None = None) -> int:
     tables = modality_tables(runs)
     text = "\n\n".join(to_markdown(t) for t in tables) + "\n"
     print(text, end="")
-    if args.out:
-        args.out.write_text(text)
-    if args.json:
-        args.json.write_text(json.dumps(tables, indent=2) + "\n")
+    if args.no_files:
+        return 0
+    # beside the runs compared (under runs/ for the CLI's runs), not in the folder the command runs from
+    home = args.paths[0] if args.paths[0].is_dir() else args.paths[0].parent
+    out = args.out or home / DEFAULT_MARKDOWN
+    table_json = args.json or home / DEFAULT_JSON
+    atomic_write_text(out, text)
+    atomic_write_text(table_json, json.dumps(tables, indent=2) + "\n")
+    print(f"wrote {out} and {table_json}", file=sys.stderr)
     return 0
 
 

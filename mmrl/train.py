@@ -830,6 +830,7 @@ def _register_with_hydra() -> None:
 
     OmegaConf.register_new_resolver("mmrl_run_dir", _run_dir, replace=True)
     OmegaConf.register_new_resolver("mmrl_help", help_text, replace=True)
+    OmegaConf.register_new_resolver("mmrl_job_dir", job_dir_name, replace=True)
     register_configs()
 
 
@@ -959,6 +960,32 @@ def check_run_folder_arguments(argv: Sequence[str]) -> None:
             raise ConfigError(str(error)) from None
 
 
+#: a sweep job's run folder unless ``run_dir=`` is given: Hydra's folder of the job,
+#: ``runs/multirun/<date>/<time>/<job number>-<its overrides>``, where Hydra's log of the job goes too
+MULTIRUN_RUN_DIR = "run_dir=${hydra:runtime.output_dir}"
+#: the longest part of a sweep job's folder name taken by its overrides (file systems take 255 bytes)
+JOB_NAME_MAX = 160
+
+
+def fixed_keys(overrides: Sequence[str]) -> list[str]:
+    """The keys a sweep's jobs share (not swept), with ``run_dir``, ``resume`` and ``progress``: what a job's folder
+    name leaves out."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    keys = ["run_dir", "resume", "progress"]
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        if not override.is_sweep_override() and not override.key_or_group.startswith("hydra") and override.key_or_group not in keys:
+            keys.append(override.key_or_group)
+    return keys
+
+
+def job_dir_name(number: Any, overrides: Any) -> str:
+    """A sweep job's folder name: its number, then its overrides (``hydra.job.override_dirname``), cut to
+    :data:`JOB_NAME_MAX` characters and without ``/`` (the full overrides are in the run's ``config.yaml``)."""
+    name = str(overrides or "").replace("/", "_")
+    return f"{number}-{name[:JOB_NAME_MAX]}" if name else str(number)
+
+
 #: config groups of the command line (``configs/<group>/*.yaml``), in the order ``--help`` lists them
 GROUPS = ("env", "algo", "extractor", "experiment")
 #: schema of each config node a dotted key can reach
@@ -1051,9 +1078,11 @@ def check_command_line(overrides: Sequence[str], full: bool = True) -> list[str]
         return list(overrides)  # Hydra reports its own syntax errors
     for override in parsed:
         check_override(override)
+    if any(o.is_sweep_override() and not _sweeps(o) for o in parsed):
+        return list(overrides)  # an interval sweep (Optuna, Ax ...) has no values to compose: its sweeper checks them
     open_keys = [o for o in parsed if o.key_or_group.startswith(tuple(f"{k}." for k in OPEN_KEYS)) and not o.is_delete()]
     try:
-        base = _compose_for_check([o.input_line for o in parsed if o not in open_keys])
+        base = _compose_for_check([line for o, line in zip(parsed, _first_values(parsed), strict=True) if o not in open_keys])
     except (HydraException, OmegaConfBaseException) as error:
         raise ConfigError(_first_lines(error)) from None
     handed: list[str] = []
@@ -1067,10 +1096,10 @@ def check_command_line(overrides: Sequence[str], full: bool = True) -> list[str]
         handed.append(line)
     if not full:
         return handed
-    variants = [[o.input_line if not o.is_sweep_override() else f"{o.get_key_element()}={next(iter(o.sweep_string_iterator()))}"
-                 for o in OverridesParser.create().parse_overrides(handed)]]  # fmt: skip
-    for i, override in enumerate(OverridesParser.create().parse_overrides(handed)):
-        if override.is_sweep_override() and override.value_type.name != "INTERVAL_SWEEP":
+    handed_parsed = OverridesParser.create().parse_overrides(handed)
+    variants = [_first_values(handed_parsed)]
+    for i, override in enumerate(handed_parsed):
+        if _sweeps(override):
             for value in list(override.sweep_string_iterator())[1:]:
                 variants.append([*variants[0][:i], f"{override.get_key_element()}={value}", *variants[0][i + 1 :]])
     for variant in variants[:MAX_CHECKED_CONFIGS]:
@@ -1082,6 +1111,16 @@ def check_command_line(overrides: Sequence[str], full: bool = True) -> list[str]
         except (HydraException, OmegaConfBaseException) as error:
             raise ConfigError(_first_lines(error)) from None
     return handed
+
+
+def _sweeps(override: Any) -> bool:
+    """Whether ``override`` sweeps over values that can be listed (an interval sweep's cannot)."""
+    return bool(override.is_sweep_override()) and override.value_type.name != "INTERVAL_SWEEP"
+
+
+def _first_values(parsed: Sequence[Any]) -> list[str]:
+    """The overrides as one config: each sweep at its first value."""
+    return [f"{o.get_key_element()}={next(iter(o.sweep_string_iterator()))}" if _sweeps(o) else o.input_line for o in parsed]
 
 
 def _first_lines(error: Exception) -> str:
@@ -1102,10 +1141,7 @@ def main() -> None:
     from hydra._internal.utils import get_args_parser
 
     _register_with_hydra()
-    try:
-        args, _ = get_args_parser().parse_known_args(sys.argv[1:])
-    except SystemExit:
-        raise
+    args, _ = get_args_parser().parse_known_args(sys.argv[1:])
     if not (args.shell_completion or args.hydra_help or args.info):
         try:
             check_run_folder_arguments(args.overrides)
@@ -1119,6 +1155,10 @@ def main() -> None:
         argv = list(sys.argv)
         for i in positions[: len(handed)]:
             argv[i] = next(rewritten)
+        if args.multirun and not any(a.lstrip("+").startswith("run_dir=") for a in args.overrides):
+            # each job of a sweep lives in its own folder of the sweep (configs/config.yaml), named by the values it
+            # sweeps: the overrides every job shares are left out of its name (they are in its config.yaml)
+            argv += [MULTIRUN_RUN_DIR, f"hydra.job.config.override_dirname.exclude_keys=[{','.join(fixed_keys(handed))}]"]
         sys.argv = argv
     hydra.main(config_path="pkg://mmrl.configs", config_name="config", version_base=None)(_run)()
 

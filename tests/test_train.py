@@ -206,6 +206,24 @@ def test_help_lists_groups_options_keys_and_examples(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
+def test_a_sweep_lands_under_runs_named_by_what_it_sweeps(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Without run_dir=, each job of a sweep is a run folder of runs/multirun/<date>/<time>/, named by its number and
+    the values it sweeps (the shared overrides are in its config.yaml), holding Hydra's log with the run's lines;
+    mmrl.compare's tables land beside the runs."""
+    from mmrl.compare import main as compare_main
+
+    check_ok(run_train(["--multirun", "seed=0,1", *TINY, "total_timesteps=64", "eval_every=0", "checkpoint_every=0"], tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"], "nothing outside runs/"
+    (sweep,) = (tmp_path / "runs" / "multirun").glob("*/*")
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0-seed=0", "1-seed=1"]
+    for job in ("0-seed=0", "1-seed=1"):
+        assert summary_of(sweep / job)["run_dir"] == str(sweep / job)
+        assert "step 64 | eval" in (sweep / job / "train.log").read_text()
+    assert compare_main([str(sweep)]) == 0
+    assert "| film |" in (sweep / "modality.md").read_text() and (sweep / "modality.json").is_file()
+    capsys.readouterr()
+
+
 def test_progress_labels_are_honest() -> None:
     """The bar ends at the step the run really ends at (whole rollouts); the entropy shown is the policy's entropy
     (SB3 logs the entropy loss, its negative)."""
