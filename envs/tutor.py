@@ -37,9 +37,9 @@ revisits of what is being forgotten: ``curriculum`` does the first part (one ste
 Carlo lookahead on the true state over ``curriculum``) also trades boredom, risk of failure and forgetting ahead.
 
 **Why it needs both modalities.** The image alone shows which exercise trains which skill at which difficulty
-(skill = a coloured symbol, difficulty = 1-3 pips) and which exercise was just done (the framed first cell); only
-the text tells the goal, whether the last answer was right and how the student stands (which prerequisite they
-lack, what was too easy, what they forgot, what they learnt). Half the slots are drawn from the goal's path and
+(skill = a coloured symbol, difficulty = 1-3 pips) and the student's record (the last attempt on each skill, right or
+wrong, the latest framed); only the text tells the goal, whether the last answer was right and how the student stands
+(which prerequisite they lack, what was too easy, what they forgot, what they learnt). Half the slots are drawn from the goal's path and
 half from all skills, in random slots: the image alone cannot tell the goal's skills from the others, nor which
 difficulty fits the student; the text alone names skills but cannot say which slot holds them.
 
@@ -47,9 +47,12 @@ difficulty fits the student; the text alone names skills but cannot say which sl
 ``action_masks()`` is all true.
 
 **Observation space.** ``Dict(image=Box(0, 255, (3, S, S), uint8), text=TextSpace(V, L))``. The image is a grid of
-``K + 1`` cells: first the last exercise (framed, on a brown ground; empty at the start), then the ``K`` slots.
-Each cell shows the skill's symbol (counting red disc, adding blue plus, shapes green triangle, fractions yellow
-half-disc, areas purple square) over 1-3 white pips of difficulty. The text is ``<answer> . <remark> . <goal>``.
+``num_skills + K`` cells, row by row: first the student's record, one cell per skill in the graph's order (the
+difficulty of the last attempt on that skill this session on a green ground if it was answered right, red if wrong,
+the latest attempt framed in white; a dim symbol without pips before any attempt), then the ``K`` slots. Each cell
+shows the skill's symbol (counting red disc, adding blue plus, shapes green triangle, fractions yellow half-disc, areas
+purple square) over 1-3 white pips of difficulty. The record is history the student's worksheet shows, not their
+mastery: that stays hidden. The text is ``<answer> . <remark> . <goal>``.
 
 **Rewards** (``reward=``): ``mastery`` (default) the levels gained minus the levels forgotten on the goal's path
 this step, divided by 3 (a fully learnt skill is worth 1); ``post_test`` (harder: sparse and delayed) 0 on every step
@@ -179,9 +182,10 @@ class TutorParams:
 
     @property
     def grid(self) -> tuple[int, int]:
-        """(rows, cols) of the image: the last exercise, then the K slots."""
-        cols = math.ceil(math.sqrt(self.slate_size + 1))
-        return math.ceil((self.slate_size + 1) / cols), cols
+        """(rows, cols) of the image: the record (one cell per skill), then the K slots."""
+        cells = self.num_skills + self.slate_size
+        cols = math.ceil(math.sqrt(cells))
+        return math.ceil(cells / cols), cols
 
     @property
     def tile(self) -> int:
@@ -242,6 +246,8 @@ class TutorState(EnvState):
     goal: Tensor  # int64[B], the session's goal skill
     last_skill: Tensor  # int64[B], skill of the last exercise (-1 at the start)
     last_difficulty: Tensor  # int64[B], its difficulty (0 at the start)
+    record_difficulty: Tensor  # int64[B, S], difficulty of the last attempt on each skill (0: none yet)
+    record_right: Tensor  # bool[B, S], whether that attempt was right
     streak: Tensor  # int64[B], exercises of last_skill in a row
     slate_skill: Tensor  # int64[B, K]
     slate_difficulty: Tensor  # int64[B, K], 1..LEVELS
@@ -300,34 +306,37 @@ def _symbol_mask(skill: int, tile: int) -> np.ndarray:
 
 
 def tutor_atlas(tile: int) -> np.ndarray:
-    """uint8[2 * S * LEVELS + 2, 3, T, T]: exercise ``(skill, difficulty)`` as a slot at ``skill * LEVELS +
-    difficulty - 1`` and as the last exercise (framed, brown ground) at ``S * LEVELS +`` that; then an empty slot
-    and an empty last-exercise cell."""
+    """uint8[S * LEVELS * 5 + S + 1, 3, T, T], in this order: exercise ``(skill, difficulty)`` in a slot at
+    ``skill * LEVELS + difficulty - 1``; then the record's ``(skill, difficulty, right, latest)`` at
+    ``S * LEVELS + ((skill * LEVELS + difficulty - 1) * 2 + right) * 2 + latest`` (green ground if right, red if wrong,
+    a white frame if latest); then each skill's empty record cell (a dim symbol, no pips); then an empty slot."""
     v, u = (np.mgrid[0:tile, 0:tile] + 0.5) / tile
     edge = 1.0 / tile + 1e-9
     border = (u < edge) | (v < edge)  # a one-pixel grid line top and left separates the cells
     frame = (u < 2 * edge) | (v < 2 * edge) | (u > 1 - 2 * edge) | (v > 1 - 2 * edge)
-    grounds = []
-    for kind in range(2):
-        ground = np.empty((3, tile, tile), dtype=np.uint8)
-        ground[:] = np.array((28, 28, 34) if kind == 0 else (80, 55, 30), dtype=np.uint8)[:, None, None]
-        ground[:, border] = 70
-        if kind == 1:
-            ground[:, frame] = 200
-        grounds.append(ground)
-    sprites = []
-    for kind in range(2):
-        for skill in range(len(SKILLS)):
-            symbol = _symbol_mask(skill, tile)
-            for difficulty in range(1, LEVELS + 1):
-                sprite = grounds[kind].copy()
-                sprite[:, symbol & ~frame if kind == 1 else symbol] = np.array(SKILL_RGB[skill], dtype=np.uint8)[:, None]
-                for pip in range(LEVELS):
-                    x0 = 0.1 + 0.28 * pip
-                    box = (u >= x0) & (u <= x0 + 0.2) & (v >= 0.76) & (v <= 0.92)
-                    sprite[:, box] = 245 if pip < difficulty else 75
-                sprites.append(sprite)
-    return np.stack([*sprites, grounds[0], grounds[1]])
+
+    def cell(ground: tuple[int, int, int], skill: int | None, difficulty: int, latest: bool = False, dim: bool = False) -> np.ndarray:
+        sprite = np.empty((3, tile, tile), dtype=np.uint8)
+        sprite[:] = np.array(ground, dtype=np.uint8)[:, None, None]
+        sprite[:, border] = 70
+        if skill is not None:
+            rgb = np.array(SKILL_RGB[skill], dtype=np.float64) * (0.4 if dim else 1.0)
+            sprite[:, _symbol_mask(skill, tile)] = rgb.astype(np.uint8)[:, None]
+        for pip in range(LEVELS if difficulty else 0):
+            x0 = 0.1 + 0.28 * pip
+            box = (u >= x0) & (u <= x0 + 0.2) & (v >= 0.76) & (v <= 0.92)
+            sprite[:, box] = 245 if pip < difficulty else 75
+        if latest:
+            sprite[:, frame] = 235
+        return sprite
+
+    slate = [cell((28, 28, 34), s, d) for s in range(len(SKILLS)) for d in range(1, LEVELS + 1)]
+    record = [
+        cell((30, 110, 45) if right else (130, 30, 30), s, d, latest=bool(latest))
+        for s in range(len(SKILLS)) for d in range(1, LEVELS + 1) for right in (0, 1) for latest in (0, 1)
+    ]  # fmt: skip
+    empty_record = [cell((44, 44, 50), s, 0, dim=True) for s in range(len(SKILLS))]
+    return np.stack([*slate, *record, *empty_record, cell((28, 28, 34), None, 0)])
 
 
 # ---------------------------------------------------------------------------- the env
@@ -335,7 +344,7 @@ class Tutor(BatchedEnv[TutorState]):
     """Batched Tutor; see the module docstring for the task. Keyword arguments: :class:`TutorParams`."""
 
     end_reasons = ("running", "quit", "step limit")
-    observation_fields = ("slate_skill", "slate_difficulty", "last_skill", "last_difficulty", "text")
+    observation_fields = ("slate_skill", "slate_difficulty", "last_skill", "record_difficulty", "record_right", "text")
     value_key = "p_right"
     task_metrics = TASK_METRICS
 
@@ -372,9 +381,11 @@ class Tutor(BatchedEnv[TutorState]):
 
         rows, cols = p.grid
         self.renderer = SpriteRenderer(torch.from_numpy(tutor_atlas(p.tile)), rows, cols, p.image_size).to(dev)
-        self._last_offset = len(SKILLS) * LEVELS
-        self._empty_slot, self._empty_last = 2 * self._last_offset, 2 * self._last_offset + 1
-        self._blank_cells = torch.full((1, rows * cols - p.slate_size - 1), self._empty_slot, dtype=torch.int64, device=dev)
+        self._record_offset = len(SKILLS) * LEVELS
+        self._empty_record = self._record_offset + len(SKILLS) * LEVELS * 4
+        self._empty_slot = self._empty_record + len(SKILLS)
+        self._blank_cells = torch.full((1, rows * cols - p.slate_size - s), self._empty_slot, dtype=torch.int64, device=dev)
+        self._skill_index = torch.arange(s, dtype=torch.int64, device=dev)
 
         k = p.slate_size
         slate, text = rng.Block(3 * k), rng.Block(3)  # per slot: from the path?, which skill, which difficulty
@@ -457,6 +468,7 @@ class Tutor(BatchedEnv[TutorState]):
         return TutorState(
             elapsed=zeros, level=level, learn_rate=learn_rate, forget_rate=forget_rate, patience=patience,
             patience_max=patience + 2, goal=goal, last_skill=zeros - 1, last_difficulty=zeros.clone(), streak=zeros.clone(),
+            record_difficulty=torch.zeros_like(level), record_right=torch.zeros_like(level, dtype=torch.bool),
             slate_skill=skill, slate_difficulty=difficulty, text=text,
             last_correct=torch.zeros(batch, dtype=torch.bool, device=self.device),
             last_reward=torch.zeros(batch, dtype=torch.float32, device=self.device),
@@ -515,6 +527,8 @@ class Tutor(BatchedEnv[TutorState]):
         text = self._utterance(answer, remark, named, state.goal, u[:, d.text])
         next_state = dataclasses.replace(
             state, level=level, patience=patience, last_skill=skill, last_difficulty=difficulty, streak=streak,
+            record_difficulty=torch.where(practised, difficulty[:, None], state.record_difficulty),
+            record_right=torch.where(practised, correct[:, None], state.record_right),
             slate_skill=slate_skill, slate_difficulty=slate_difficulty, text=text, last_correct=correct,
             last_reward=reward.clone(),
         )  # fmt: skip
@@ -526,10 +540,12 @@ class Tutor(BatchedEnv[TutorState]):
 
     def _observe(self, state: TutorState) -> dict[str, Tensor]:
         slots = state.slate_skill * LEVELS + state.slate_difficulty - 1
-        last = torch.where(
-            state.last_skill >= 0, self._last_offset + state.last_skill * LEVELS + state.last_difficulty - 1, self._empty_last
+        latest = (self._skill_index == state.last_skill[:, None]).to(torch.int64)
+        attempt = (self._skill_index * LEVELS + state.record_difficulty - 1) * 2 + state.record_right.to(torch.int64)
+        record = torch.where(
+            state.record_difficulty > 0, self._record_offset + attempt * 2 + latest, self._empty_record + self._skill_index
         )
-        cells = torch.cat([last[:, None], slots, self._blank_cells.expand(slots.shape[0], -1)], dim=1)
+        cells = torch.cat([record, slots, self._blank_cells.expand(slots.shape[0], -1)], dim=1)
         return {"image": self.renderer.render(cells), "text": state.text.clone()}
 
     def _decision_info(self, state: TutorState) -> dict[str, Tensor]:
@@ -555,12 +571,13 @@ class Tutor(BatchedEnv[TutorState]):
 
     # ------------------------------------------------------------------ rendering
     def slot_box(self, slot: int, scale: int = 1) -> tuple[int, int, int, int]:
-        """Pixel box ``(x0, y0, x1, y1)`` of ``slot`` in the observation image (cell ``slot + 1``), times ``scale``."""
+        """Pixel box ``(x0, y0, x1, y1)`` of ``slot`` in the observation image (cell ``num_skills + slot``; a negative
+        ``slot`` is a record cell: ``-1`` the last skill's), times ``scale``."""
         rows, cols = self.params.grid
         tile = self.params.tile
         top = (self.params.image_size - rows * tile) // 2
         left = (self.params.image_size - cols * tile) // 2
-        r, c = divmod(slot + 1, cols)
+        r, c = divmod(self.params.num_skills + slot, cols)
         x0, y0 = left + c * tile, top + r * tile
         return x0 * scale, y0 * scale, (x0 + tile) * scale, (y0 + tile) * scale
 

@@ -27,8 +27,8 @@ CONFIG = env_options("tutor")
 #: option sets beyond the default (tests/test_engine.py runs the contract on the default)
 OPTION_SETS = {
     "config": CONFIG,
-    "post_test_small": dict(reward="post_test", slate_size=3, num_skills=3, image_size=20, max_steps=12, patience=2),
-    "wide_slate": dict(slate_size=8, image_size=30, boredom_streak=2, forget_rate_max=0.3),
+    "post_test_small": dict(reward="post_test", slate_size=3, num_skills=3, image_size=30, max_steps=12, patience=2),
+    "wide_slate": dict(slate_size=8, image_size=40, boredom_streak=2, forget_rate_max=0.3),
 }
 
 
@@ -64,7 +64,7 @@ def test_bad_option_types_and_names() -> None:
 
 
 @pytest.mark.parametrize("options, smallest", [
-    (dict(image_size=24), 30), (dict(slate_size=8, image_size=29), 30), (dict(slate_size=2, image_size=19), 20),
+    (dict(image_size=24), 30), (dict(slate_size=8, image_size=39), 40), (dict(slate_size=2, num_skills=2, image_size=19), 20),
 ])  # fmt: skip
 def test_cells_too_small_to_read_fail_naming_the_smallest_size(options: dict, smallest: int) -> None:
     with pytest.raises(ValueError, match=rf"too small .* use image_size >= {smallest}"):
@@ -189,12 +189,17 @@ def test_the_goal_is_only_in_the_text_and_the_exercises_only_in_the_image() -> N
         words = env.decode(obs["text"][row]).split()
         assert SKILLS[int(goal[row])] in words
         assert not set(words) & {"slot", "1", "2", "3", "difficulty"}
-    # the first cell shows the last exercise: empty at the start, the exercise done after a step
-    x0, y0, x1, y1 = env.slot_box(-1)  # cell 0
-    first = obs["image"][:, :, y0:y1, x0:x1]
-    assert bool((first == first[:1]).all())
-    obs, *_ = env.step(torch.zeros(2048, dtype=torch.int64))
-    assert len({bytes(img[:, y0:y1, x0:x1].numpy()) for img in obs["image"][:200]}) > 10
+    # the record: one cell per skill, empty at the start, the attempt (difficulty, right or wrong, latest) after
+    boxes = [env.slot_box(-1 - k) for k in range(env.params.num_skills)]  # the record's cells, last skill first
+    record = torch.stack([obs["image"][:, :, y0:y1, x0:x1] for x0, y0, x1, y1 in boxes], dim=1)
+    assert bool((record == record[:1]).all())
+    obs, _, _, _, step_info = env.step(torch.zeros(2048, dtype=torch.int64))
+    record = torch.stack([obs["image"][:, :, y0:y1, x0:x1] for x0, y0, x1, y1 in boxes], dim=1)
+    assert len({bytes(cells.numpy()) for cells in record[:300]}) > 20
+    skill, right = env.state.last_skill, step_info["correct"]
+    cell = record[torch.arange(2048), env.params.num_skills - 1 - skill]  # the practised skill's cell
+    green = cell[:, 1, 2, 2].int() - cell[:, 0, 2, 2].int()  # the ground inside the frame: green if right, red if wrong
+    assert bool(((green > 0) == right).all())
 
 
 def test_render_shows_the_mastery_bars_below_the_observation() -> None:
