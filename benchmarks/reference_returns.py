@@ -1,6 +1,6 @@
 """Mean return of every reference policy an env offers, on the same episodes, with its wall time.
 
-Usage: ``python benchmarks/reference_returns.py [--config recommend_long] [--episodes 2000] [--seed 0]``
+Usage: ``python benchmarks/reference_returns.py [--config recommend_long|tutor] [--episodes 2000] [--seed 0]``
 (``--config`` takes the env id and options of ``configs/env/<name>.yaml``). One batched env of ``--episodes``
 instances plays one episode per row (row ``i`` seeded ``seed + i``) for each policy.
 """
@@ -31,7 +31,8 @@ def main() -> None:
     config = yaml.safe_load(files("mmrl.configs").joinpath("env", f"{args.config}.yaml").read_text(encoding="utf-8"))
     env = mmrl.make_batched(config["id"], num_envs=args.episodes, **(config.get("options") or {}))
     task = env.task_metrics
-    sums = tuple(k for k in ("returned", "clickbait_click") if task is not None and k in task.sum_keys)
+    # the env's long-term signs, where it has them: return visits and clickbait (Recommend), quits and the post-test (Tutor)
+    sums = tuple(k for k in ("returned", "clickbait_click", "quit", "post_test") if task is not None and k in task.sum_keys)
     print(f"# {config['id']} {config.get('options')}; {args.episodes} episodes from seed {args.seed}; {time.strftime('%Y-%m-%d')}")
     for name in [n for n in policy_names(env) if n != "oracle"]:
         policy = make_reference_policy(name, env, seed=args.seed)
