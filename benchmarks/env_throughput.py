@@ -13,7 +13,7 @@ Everything is measured in this one run on this machine, and the ratios are print
   median ratio: on a shared machine whose speed drifts, separate measurements minutes apart can
   disagree by 2x, alternating windows do not.
 
-Usage: ``python benchmarks/env_throughput.py [--env mmrl/Recommend-v0 | --config recommend_long] [--device cpu] [--seconds 2]``
+Usage: ``python benchmarks/env_throughput.py [--env mmrl/Recommend-v0 | --config recommend_long | --config tutor] [--device cpu] [--seconds 2]``
 (``--config`` takes the env id and options of ``configs/env/<name>.yaml``, as ``python -m mmrl.train env=<name>``).
 """
 

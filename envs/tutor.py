@@ -344,6 +344,14 @@ class Tutor(BatchedEnv[TutorState]):
     """Batched Tutor; see the module docstring for the task. Keyword arguments: :class:`TutorParams`."""
 
     end_reasons = ("running", "quit", "step limit")
+    #: what the pictures show, for the replays' legend (mmrl.report)
+    legend = (
+        "The image is the student's record, one cell per skill (the last attempt: green if right, red if wrong, the "
+        "latest framed in white; dim before any attempt), then the slate, one cell per slot, left to right, top to "
+        "bottom. Symbol = skill (counting red disc, adding blue plus, shapes green triangle, fractions yellow half-disc, "
+        "areas purple square), white pips (1-3) = difficulty. The goal and the student's words are only in the text; "
+        "their mastery is hidden (render() shows it as bars)."
+    )
     observation_fields = ("slate_skill", "slate_difficulty", "last_skill", "record_difficulty", "record_right", "text")
     value_key = "p_right"
     task_metrics = TASK_METRICS
