@@ -1081,8 +1081,9 @@ def check_command_line(overrides: Sequence[str], full: bool = True) -> list[str]
     if any(o.is_sweep_override() and not _sweeps(o) for o in parsed):
         return list(overrides)  # an interval sweep (Optuna, Ax ...) has no values to compose: its sweeper checks them
     open_keys = [o for o in parsed if o.key_or_group.startswith(tuple(f"{k}." for k in OPEN_KEYS)) and not o.is_delete()]
+    app = [o for o in parsed if not o.key_or_group.startswith("hydra")]  # Hydra's own settings: Hydra checks them
     try:
-        base = _compose_for_check([line for o, line in zip(parsed, _first_values(parsed), strict=True) if o not in open_keys])
+        base = _compose_for_check(_first_values([o for o in app if o not in open_keys]))
     except (HydraException, OmegaConfBaseException) as error:
         raise ConfigError(_first_lines(error)) from None
     handed: list[str] = []
@@ -1096,7 +1097,7 @@ def check_command_line(overrides: Sequence[str], full: bool = True) -> list[str]
         handed.append(line)
     if not full:
         return handed
-    handed_parsed = OverridesParser.create().parse_overrides(handed)
+    handed_parsed = [o for o in OverridesParser.create().parse_overrides(handed) if not o.key_or_group.startswith("hydra")]
     variants = [_first_values(handed_parsed)]
     for i, override in enumerate(handed_parsed):
         if _sweeps(override):
