@@ -1,6 +1,6 @@
 """Mean return of every reference policy an env offers, on the same episodes, with its wall time.
 
-Usage: ``python benchmarks/reference_returns.py [--config recommend_long|tutor] [--episodes 2000] [--seed 0]``
+Usage: ``python benchmarks/reference_returns.py [--config recommend_long|tutor] [--episodes 2000] [--seed 0] [--set key=value]``
 (``--config`` takes the env id and options of ``configs/env/<name>.yaml``). One batched env of ``--episodes``
 instances plays one episode per row (row ``i`` seeded ``seed + i``) for each policy.
 """
@@ -25,11 +25,18 @@ def main() -> None:
     parser.add_argument("--config", default="recommend_long", help="an env config of configs/env/")
     parser.add_argument("--episodes", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override an env option of the config (a YAML value), e.g. --set reward=post_test")
     args = parser.parse_args()
     retain_freed_memory()
     torch.set_num_threads(1)
     config = yaml.safe_load(files("mmrl.configs").joinpath("env", f"{args.config}.yaml").read_text(encoding="utf-8"))
-    env = mmrl.make_batched(config["id"], num_envs=args.episodes, **(config.get("options") or {}))
+    options = dict(config.get("options") or {})
+    for item in args.set:
+        key, _, value = item.partition("=")
+        options[key] = yaml.safe_load(value)
+    config["options"] = options
+    env = mmrl.make_batched(config["id"], num_envs=args.episodes, **options)
     task = env.task_metrics
     # the env's long-term signs, where it has them: return visits and clickbait (Recommend), quits and the post-test (Tutor)
     sums = tuple(k for k in ("returned", "clickbait_click", "quit", "post_test") if task is not None and k in task.sum_keys)
