@@ -13,7 +13,9 @@ Usage::
 
 The run directory (``run_dir``) gets ``config.yaml`` (the resolved config), ``checkpoints/`` (written atomically,
 the last ``keep_checkpoints`` kept), ``progress.csv`` and ``tb/`` (TensorBoard), ``evaluations.csv``,
-``best_model.zip``, ``final_model.zip`` and ``summary.json``; Hydra's log goes to ``train.log``.
+``best_model.zip``, ``final_model.zip``, ``summary.json`` and ``train.log`` (Hydra's log records, the progress
+lines and the end-of-run summary). ``--help`` lists the config groups, their options and every key with its meaning;
+a misspelt key or value fails before Hydra makes any folder (:func:`check_command_line`).
 
 Hydra and OmegaConf are used by the entry point only (:func:`main`, :func:`compose_config`, :func:`to_train_config`):
 they turn the command line into a :class:`~mmrl.configs.schema.TrainConfig` once, and everything after that
@@ -1013,8 +1015,10 @@ def check_override(override: Any) -> None:
     key = override.key_or_group
     if key.startswith("hydra") or "/" in key or override.package is not None:
         return
-    values = (list(override.sweep_string_iterator()) if override.is_sweep_override() and override.value_type.name != "INTERVAL_SWEEP"
-              else [] if override.is_delete() or override.is_sweep_override() else [override.get_value_element_as_str()])  # fmt: skip
+    if _sweeps(override):
+        values = [str(v) for v in override.sweep_string_iterator()]
+    else:  # a deletion has no value; an interval sweep's values are drawn by its sweeper
+        values = [] if override.is_delete() or override.is_sweep_override() else [override.get_value_element_as_str()]
     if key in GROUPS:
         options = group_options(key) + (["null"] if key == "experiment" else [])
         for value in values:
@@ -1045,8 +1049,8 @@ def check_override(override: Any) -> None:
 
 
 def _compose_for_check(overrides: Sequence[str]) -> Any:
-    """The composed config of ``overrides`` (an OmegaConf node), with a ``run_dir`` that Hydra's job would resolve
-    (``${hydra:...}``) set aside."""
+    """The config ``overrides`` compose to (an OmegaConf node, unresolved), by Hydra's compose API: no folder,
+    no log, no job."""
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
