@@ -345,8 +345,13 @@ def render_report(
     parts += [
         "<h2>Metrics against the reference policies</h2>",
         metrics_table(metrics),
-        '<p class="note">Same episodes (same seeds) for every policy. Regret vs oracle: the sum over a session of the '
-        "best slot's expected reward minus the chosen one's. Better or worse than random only where the 95% intervals "
+        '<p class="note">Same episodes (same seeds) for every policy. '
+        + (
+            "Regret vs oracle: the sum over a session of the best slot's expected reward minus the chosen one's. "
+            if any("regret_vs_oracle" in values.get("task", {}) for values in metrics["policies"].values())
+            else ""
+        )
+        + "Better or worse than random only where the 95% intervals "
         'do not overlap. Full numbers: <a href="metrics.json">metrics.json</a>; every episode\'s return: '
         '<a href="episode_returns.csv">episode_returns.csv</a>.</p>',
         "<h2>Distribution of episode returns</h2>",
