@@ -25,23 +25,27 @@ builds on (fractions: counting, adding, fractions). Rewards count the path only.
   ``<= 0, 1, 2, 3``: easy exercises teach nothing, the zone teaches most, a stretch some.
 * Forgetting: every step, each other skill above level 0 loses a level with probability ``forget_rate``
   (so a prerequisite can fall below 2 again and must be revisited).
-* ``learn_rate`` and ``forget_rate`` are drawn per student (``learn_rate_range``, ``forget_rate_range``).
+* ``learn_rate`` and ``forget_rate`` are drawn per student, uniformly in ``[learn_rate_min, learn_rate_max]`` and
+  ``[forget_rate_min, forget_rate_max]``.
 * Patience starts at ``patience`` to ``patience + 2`` (and never exceeds that start + 2): +1 after a right answer
   to a not-too-easy exercise, -1 after a wrong answer, -1 after a too-easy one, and -1 more when the skill is the
   same as in the last ``boredom_streak - 1`` steps (boredom). At 0 the student quits.
 
 **Why planning beats the myopic policy.** The myopic choice (``myopic``: the highest chance of a right answer now)
-is an exercise the student already masters: it teaches nothing, bores them, and they quit. Teaching needs the
-zone of proximal development on a ready skill of the path, prerequisites first, varied enough not to bore, and
-revisits of what is being forgotten: ``curriculum`` does the first part (one step at a time), ``planner`` (Monte-
-Carlo lookahead on the true state over ``curriculum``) also trades boredom, risk of failure and forgetting ahead.
+is an exercise at or below the student's level whenever the slate has one: it teaches nothing, bores them, and they
+quit (it does no better than random; BENCHMARKS.md has the reference returns). Teaching needs the zone of proximal
+development on a ready skill of the path, prerequisites first, varied enough not to bore, and revisits of what is
+being forgotten: ``curriculum`` does the first part (one step at a time), ``planner`` (Monte-Carlo lookahead on the
+true state over ``curriculum``) also trades boredom, risk of failure and forgetting ahead.
 
-**Why it needs both modalities.** The image alone shows which exercise trains which skill at which difficulty
+**Why it needs both modalities.** Only the image shows which exercise trains which skill at which difficulty
 (skill = a coloured symbol, difficulty = 1-3 pips) and the student's record (the last attempt on each skill, right or
-wrong, the latest framed); only the text tells the goal, whether the last answer was right and how the student stands
-(which prerequisite they lack, what was too easy, what they forgot, what they learnt). Half the slots are drawn from the goal's path and
-half from all skills, in random slots: the image alone cannot tell the goal's skills from the others, nor which
-difficulty fits the student; the text alone names skills but cannot say which slot holds them.
+wrong, the latest framed); only the text tells the goal (which decides which skills earn anything), whether the last
+answer was right and how the student stands (which prerequisite they lack, what was too easy, what they forgot, what
+they learnt). Each slot's skill is drawn from the goal's path with probability ``path_share`` and from all skills
+otherwise, in random slots, and every goal's slates show every skill: an image-only agent can guess the goal only
+from how often path skills turn up (a weak cue), and cannot see which difficulty fits; a text-only agent knows the
+goal and the student's words but not which slot holds which exercise (its choice is a random slot).
 
 **Action space.** ``Discrete(K)``: the slot to assign. Every slot holds an exercise (two may coincide), so
 ``action_masks()`` is all true.

@@ -38,6 +38,24 @@ def test_contract(options: Options, check) -> None:
     check(ID, options)
 
 
+def _rollout(seed: int, steps: int = 50) -> list:
+    env = Tutor(num_envs=16, **CONFIG)
+    obs, _ = env.reset(seed=seed)
+    generator, trace = torch.Generator().manual_seed(5), []
+    for _ in range(steps):
+        assert env.single_observation_space.contains({k: v[3].numpy() for k, v in obs.items()})
+        obs, reward, terminated, truncated, _ = env.step(torch.randint(4, (16,), generator=generator))
+        trace.append((obs["image"].clone(), obs["text"].clone(), reward.clone(), terminated | truncated))
+    return trace
+
+
+def test_a_seed_replays_its_episodes_and_another_seed_does_not() -> None:
+    first, again, other = _rollout(0), _rollout(0), _rollout(1)
+    assert all(all(torch.equal(x, y) for x, y in zip(a, b)) for a, b in zip(first, again))
+    assert not all(torch.equal(a[1], b[1]) for a, b in zip(first, other))
+    assert any(bool(step[3].any()) for step in first), "no episode ended: autoreset untested"
+
+
 # ---------------------------------------------------------------------------- bad options
 @pytest.mark.parametrize("bad, match", [
     (dict(slate_size=1), r"slate_size must be in \[2, 8\]; got 1"),
