@@ -331,3 +331,11 @@ def test_planner_matches_exhaustive_search_on_a_tiny_configuration() -> None:
     clear = (top[:, 0] - top[:, 1]) > 0.05
     assert int(clear.sum()) >= 5
     assert torch.equal(chosen[clear], best_t.argmax(dim=1)[clear]), (chosen, best_t)
+
+
+@pytest.mark.slow
+def test_compiled_tutor_replays_eager_episodes() -> None:
+    """``compile=True`` gives the same episodes (30-60 s of compilation, so only under ``-m slow``)."""
+    from tests.test_compile import _assert_compiled_replays_eager
+
+    _assert_compiled_replays_eager(ID, steps=70)
