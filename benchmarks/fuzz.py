@@ -15,7 +15,7 @@ import torch
 from mmrl.core.memory import retain_freed_memory
 from mmrl.testing import fuzz_steps, random_options
 
-ENVS = ("mmrl/Recommend-v0", "mmrl/Navigate-v0", "mmrl/Diagnose-v0")
+ENVS = ("mmrl/Recommend-v0", "mmrl/Navigate-v0", "mmrl/Diagnose-v0", "mmrl/Tutor-v0")
 
 
 def main() -> None:

@@ -391,6 +391,19 @@ def random_options(env_id: str, rng: np.random.Generator) -> Options:
             patients=int(rng.integers(1, 5)), num_findings=int(rng.integers(2, 5)), image_size=int(rng.integers(32, 140)),
             clear_scan_prob=float(rng.random()), test_cost=float(rng.random() * 0.2), max_steps=int(rng.integers(1, 30)),
         )  # fmt: skip
+    if env_id == "mmrl/Tutor-v0":
+        slate, skills = int(rng.integers(2, 9)), int(rng.integers(2, 6))
+        cells = slate + skills
+        cols = int(np.ceil(np.sqrt(cells)))
+        side = 10 * max(cols, int(np.ceil(cells / cols)))  # the smallest readable cell is 10 px
+        learn = sorted(float(x) for x in rng.random(2))
+        forget = sorted(float(x) * 0.2 for x in rng.random(2))
+        return dict(
+            slate_size=slate, num_skills=skills, image_size=side + int(rng.integers(0, 24)), max_steps=int(rng.integers(1, 50)),
+            reward=str(rng.choice(["mastery", "post_test"])), patience=int(rng.integers(1, 10)),
+            boredom_streak=int(rng.integers(2, 6)), learn_rate_min=learn[0], learn_rate_max=learn[1],
+            forget_rate_min=forget[0], forget_rate_max=forget[1], path_share=float(rng.random()),
+        )  # fmt: skip
     raise ValueError(f"no random options for {env_id!r}")
 
 

@@ -19,6 +19,7 @@ SMALL = {
     "mmrl/Recommend-v0": dict(image_size=32),
     "mmrl/Navigate-v0": dict(room_size=4, num_distractors=1, image_size=36, max_steps=16),
     "mmrl/Diagnose-v0": dict(image_size=32, max_steps=12),
+    "mmrl/Tutor-v0": dict(image_size=36, max_steps=12),
 }
 #: envs whose masks rule something out (Recommend's slots always hold an item: its mask is all true)
 MASKING = ("mmrl/Navigate-v0", "mmrl/Diagnose-v0")

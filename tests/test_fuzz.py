@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E
 
 from mmrl.testing import fuzz_steps, random_options  # noqa: E402
 
-ENVS = ["mmrl/Recommend-v0", "mmrl/Navigate-v0", "mmrl/Diagnose-v0"]
+ENVS = ["mmrl/Recommend-v0", "mmrl/Navigate-v0", "mmrl/Diagnose-v0", "mmrl/Tutor-v0"]  # the built-in envs
 CASES = st.tuples(st.sampled_from(ENVS), st.integers(0, 2**31 - 1), st.integers(1, 6))
 
 
