@@ -26,7 +26,7 @@ MASKING = ("mmrl/Navigate-v0", "mmrl/Diagnose-v0")
 
 
 def test_small_settings_cover_every_env() -> None:
-    assert set(SMALL) == set(mmrl.ENV_CLASSES)
+    assert set(SMALL) == {env_id for env_id in mmrl.ENV_CLASSES if env_id.startswith("mmrl/")}  # not tests' toy envs
 
 
 def masked_first_actions(masks: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
