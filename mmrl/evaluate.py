@@ -44,7 +44,7 @@ import torch
 
 import mmrl
 from mmrl.agents.model_policy import ModelPolicy
-from mmrl.configs.schema import MISSING, EnvConfig
+from mmrl.configs.schema import MISSING, EnvConfig, ExtractorConfig
 from mmrl.core.memory import retain_freed_memory
 from mmrl.runs import RunDirError, atomic_write_json, atomic_write_text, load_run_config, new_output_dir, publish_dir, resolve_device
 
@@ -100,6 +100,9 @@ class EvaluateConfig:
     the file: only for zips you trust. By default the model is built from the run's ``config.yaml`` and only the
     zip's tensors are read."""
     video: VideoConfig = field(default_factory=VideoConfig)
+    extractor: Optional[ExtractorConfig] = None  # noqa: UP045
+    """Not used by evaluation (a run's model is built from its own ``config.yaml``): the training extractor an env
+    config brings along (``env=navigate`` chooses ``extractor=concat`` for training)."""
     out: str | None = None
     """Output folder; default ``<run>/eval-<time>`` (or ``runs/eval-<env>-<policy>-<time>``). Never overwritten:
     an existing folder gets a ``-1``, ``-2`` ... sibling instead."""
@@ -125,6 +128,8 @@ def valid_keys() -> list[str]:
     for f in dataclasses.fields(EvaluateConfig):
         if f.name == "env":
             keys += ["env=<name>", "env.options.<option>"]
+        elif f.name == "extractor":
+            continue
         elif f.name == "video":
             keys += [f"video.{g.name}" for g in dataclasses.fields(VideoConfig)]
         else:
@@ -153,6 +158,9 @@ def compose_config(overrides: Sequence[str] = ()) -> EvaluateConfig:
     # env.options holds the env's keyword arguments, which the env itself checks (naming its valid ones):
     # let env.options.x=v set an option the env config does not list, without Hydra's "+" prefix.
     overrides = [f"++{o}" if o.startswith("env.options.") else o for o in overrides]
+    if bad := [o for o in overrides if o.lstrip("+~").split("=")[0].split(".")[0] == "extractor"]:
+        raise EvaluationError(f"unknown key {bad[0].split('=')[0]!r}: the extractor is the run's (its config.yaml)\n"
+                              f"valid keys: {', '.join(valid_keys())}")
     try:
         with initialize_config_module(config_module="mmrl.configs", version_base=None):
             return OmegaConf.to_object(compose(config_name="evaluate", overrides=overrides))  # type: ignore[return-value]

@@ -89,6 +89,33 @@ def extractor_kwargs(config: TrainConfig) -> dict[str, Any]:
     return kwargs
 
 
+#: per-env algorithm settings and budgets, one file per (algorithm, env) as RL Zoo keeps them: configs/tuned/<algo>/<env>.yaml
+TUNED_GROUP = "tuned"
+
+
+def tuned_settings(env_name: str) -> list[str]:
+    """The algorithms with settings tuned for the env config ``env_name`` (``configs/tuned/<algo>/<env_name>.yaml``)."""
+    from importlib.resources import files
+
+    folder = files("mmrl.configs").joinpath(TUNED_GROUP)
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and p.joinpath(f"{env_name}.yaml").is_file())
+
+
+def untuned_note(config: TrainConfig) -> str | None:
+    """``None`` when ``config``'s algorithm has settings tuned for its env, else one line saying that the run uses the
+    algorithm's generic settings, which are not known to learn the env, and which algorithms are tuned for it."""
+    tuned = tuned_settings(config.env.name)
+    if config.algo.name in tuned:
+        return None
+    hint = f"settings tuned for env={config.env.name}: {', '.join(f'algo={a}' for a in tuned)}" if tuned else (
+        f"no algorithm is tuned for env={config.env.name} yet")
+    return (
+        f"note: algo={config.algo.name} has no settings tuned for env={config.env.name} "
+        f"(configs/{TUNED_GROUP}/{config.algo.name}/{config.env.name}.yaml): it runs with {config.algo.name}'s generic "
+        f"settings, which are not known to learn this env in {config.total_timesteps:,} steps; {hint}"
+    )
+
+
 def check_config(config: TrainConfig) -> None:
     """Checks done before anything is built: ranges, the env id, the algorithm and its hyper-parameters, the device.
 
@@ -504,6 +531,8 @@ def _train(config: TrainConfig, stop: StopSignals) -> dict[str, Any] | None:
         train_log.write(line)
 
     model.set_logger(make_logger(run_dir, resumed_at, print_fn))
+    if (note := untuned_note(config)) is not None:
+        print_fn(note)
     run_callback = RunCallback(
         run_dir, eval_env, state, eval_every=config.eval_every, checkpoint_every=config.checkpoint_every,
         keep_checkpoints=config.keep_checkpoints, eval_seed=config.eval_seed, compiled_env=config.env.compile,
@@ -557,6 +586,8 @@ def _train(config: TrainConfig, stop: StopSignals) -> dict[str, Any] | None:
         "algo": config.algo.name,
         "device_resident": config.algo.device_resident,
         "fusion": config.extractor.fusion,
+        "env_config": config.env.name,
+        "tuned": untuned_note(config) is None,
         "seed": config.seed,
         "device": device,
         "total_timesteps": model.num_timesteps,
@@ -734,6 +765,8 @@ def summary_table(summary: dict[str, Any]) -> Any:
         if not summary["better_than_random"]:
             verdict += "   [bold red]not better than random[/] (95% intervals overlap)"
         table.add_row("result", verdict)
+    if summary.get("tuned") is False:
+        table.add_row("settings", f"generic: {summary['algo']} has no settings tuned for env={summary.get('env_config')} (configs/tuned/)")
     table.add_row("files", "config.yaml  final_model.zip  best_model.zip  checkpoints/  progress.csv  tb/  evaluations.csv  summary.json  train.log")
     return table
 
@@ -772,7 +805,7 @@ def schema_docs(schema: type) -> dict[str, str]:
 #: examples shown by ``--help``
 HELP_EXAMPLES = (
     ("python -m mmrl.train", "PPO + FiLM on the easy Recommend, CPU, minutes"),
-    ("python -m mmrl.train experiment=navigate", "a documented learning setup (env, algorithm settings, budget)"),
+    ("python -m mmrl.train env=navigate", "an env brings the settings tuned for it (configs/tuned/<algo>/<env>.yaml)"),
     ("python -m mmrl.train env=diagnose extractor=concat seed=1 total_timesteps=300000", "groups and keys together"),
     ("python -m mmrl.train env.options.slate_size=6 algo.hyperparams.learning_rate=3e-4", "env options, hyper-parameters"),
     ("python -m mmrl.train resume=runs/<run-dir>", "continue a stopped run from its last checkpoint"),
@@ -792,8 +825,8 @@ def help_text() -> str:
         if isinstance(entry, dict):
             defaults.update(entry)
     meaning = {
-        "env": "the task and its options (env.options.<option>)", "algo": "the SB3 algorithm and its settings (algo.hyperparams.<name>)",
-        "extractor": "the fusion extractor (extractor.<key>)", "experiment": "a learning setup: env, algorithm settings, budget",
+        "env": "the task and its options (env.options.<option>); brings its extractor and tuned algorithm settings", "algo": "the SB3 algorithm and its settings (algo.hyperparams.<name>)",
+        "extractor": "the fusion extractor (extractor.<key>)", "experiment": "a learning setup (= env=<name> with the budget of its claim)",
     }  # fmt: skip
     lines = ["mmrl-train (python -m mmrl.train): train an SB3 agent with mmrl's multimodal extractor on an mmrl env.", "",
              "Usage: python -m mmrl.train [group=option ...] [key=value ...] [--multirun] [--cfg job] [--hydra-help]", "",
@@ -803,6 +836,14 @@ def help_text() -> str:
         options = ", ".join(f"[{o}]" if o == default else o for o in group_options(group))
         lines.append(f"  {group + '=':<12}{options}")
         lines.append(f"  {'':<12}{meaning[group]}{'; none by default' if default is None else ''}")
+    from importlib.resources import files
+
+    tuned_folder = files("mmrl.configs").joinpath(TUNED_GROUP)
+    lines += ["", "Tuned settings (configs/tuned/<algo>/<env>.yaml: hyper-parameters and budget that learn; others run generic):"]
+    for algo in group_options("algo"):
+        folder = tuned_folder.joinpath(algo)
+        envs = sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml")) if folder.is_dir() else []
+        lines.append(f"  {'algo=' + algo:<20}{', '.join(envs) if envs else 'none (generic settings only)'}")
     lines += ["", "Keys (key=value; default: meaning):"]
     docs = schema_docs(TrainConfig)
     for field in dataclasses.fields(TrainConfig):

@@ -7,6 +7,7 @@ multiples of 64. Run directories go under pytest's ``tmp_path``.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import pickle
@@ -158,7 +159,7 @@ def test_unknown_choice_fails_with_valid_choices(tmp_path: Path) -> None:
         ("+extractor.fusoin=film", "unknown key 'extractor.fusoin' (did you mean 'fusion'?)"),
         ("extractor.fusion=flim", "extractor.fusion=flim: not one of concat, cross_attention, film, gated (did you mean 'film'?)"),
         ("extractor.text_encoder=gur", "not one of bag, gru, transformer, pretrained (did you mean 'gru'?)"),
-        ("env=navgate", "Could not find 'env/navgate' (did you mean 'navigate'?); options of env: diagnose, navigate,"),
+        ("env=navgate", "Could not find 'env/navgate' (did you mean 'navigate'?); options of env: diagnose, diagnose_full, navigate,"),
         ("experiment=navigat", "Could not find 'experiment/navigat' (did you mean 'navigate'?)"),
         ("n_envs=many", "Value 'many' of type 'str' could not be converted to Integer"),
         ("n_envs=0", "must be positive"),
@@ -195,9 +196,10 @@ def test_help_lists_groups_options_keys_and_examples(tmp_path: Path) -> None:
     page = result.stdout
     for group in ("env=", "algo=", "extractor=", "experiment="):
         assert f"\n  {group}" in page, page
-    for text in ("[recommend]", "navigate_easy", "[ppo]", "recurrent_ppo", "[film]", "cross_attention", "recommend_long",
+    for text in ("[recommend]", "navigate_full", "[ppo]", "recurrent_ppo", "[film]", "cross_attention", "recommend_long",
                  "total_timesteps=150000", "Env steps (summed over instances) at which the run ends", "seed=0",
-                 "env.options.<option>", "algo.hyperparams.<name>", "Examples:", "python -m mmrl.train experiment=navigate"):  # fmt: skip
+                 "env.options.<option>", "algo.hyperparams.<name>", "Examples:", "python -m mmrl.train env=navigate",
+                 "Tuned settings", "algo=ppo            diagnose, navigate, recommend, recommend_long, tutor"):  # fmt: skip
         assert text in page, f"{text!r} not in --help:\n{page}"
     assert "schema" not in page.replace("configs/schema.py", ""), page
     hydra = run_train(["--cfg", "hydra"], tmp_path, timeout=60)
@@ -246,17 +248,68 @@ def test_overlong_run_dir_fails_with_a_hint(tmp_path: Path) -> None:
     assert "is 300 bytes; file systems take at most 255" in result.stderr and "experiment=" in result.stderr, result.stderr
 
 
-def test_experiment_config_sets_the_learning_setup_and_yields_to_later_overrides(tmp_path: Path) -> None:
-    """experiment=navigate brings Navigate's env, PPO settings and CNN widths; keys given after it still win."""
+def test_env_alone_brings_its_tuned_settings_and_yields_to_later_overrides(tmp_path: Path) -> None:
+    """env=navigate brings Navigate's extractor (concat), its tuned PPO settings, CNN widths and budget
+    (configs/tuned/ppo/navigate.yaml); keys given on the command line still win."""
     import yaml
 
     run_dir = tmp_path / "exp"
-    check_ok(run_train(["experiment=navigate", *TINY, "total_timesteps=64", "eval_every=0", f"run_dir={run_dir}"], tmp_path))
+    check_ok(run_train(["env=navigate", *TINY, "total_timesteps=64", "eval_every=0", f"run_dir={run_dir}"], tmp_path))
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
-    assert config["env"]["name"] == "navigate_easy" and config["extractor"]["image_channels"] == [16, 32]
+    assert config["env"]["name"] == "navigate" and config["extractor"]["image_channels"] == [16, 32]
+    assert config["extractor"]["fusion"] == "concat"
     assert config["algo"]["hyperparams"]["learning_rate"] == 0.0005 and config["algo"]["hyperparams"]["gamma"] == 0.95
     assert config["algo"]["hyperparams"]["n_epochs"] == 1 and config["total_timesteps"] == 64  # from the command line
-    assert summary_of(run_dir)["env"] == "mmrl/Navigate-v0"
+    assert summary_of(run_dir)["env"] == "mmrl/Navigate-v0" and summary_of(run_dir)["tuned"] is True
+    assert "no settings tuned" not in (run_dir / "train.log").read_text()
+
+
+def test_each_env_brings_its_own_settings() -> None:
+    """RL Zoo's per-env hyper-parameters, as Hydra configs: env=X alone composes what experiment=X composes (the
+    budget of Recommend's claim apart), the algorithm's generic settings are not Recommend's bandit horizon, and
+    group choices and keys on the command line win over what the env brings."""
+    from mmrl.train import compose_config, tuned_settings
+
+    for name in ("navigate", "diagnose", "recommend_long", "tutor"):
+        by_env, by_experiment = compose_config([f"env={name}", "seed=1"]), compose_config([f"experiment={name}", "seed=1"])
+        assert dataclasses.replace(by_env, run_dir="") == dataclasses.replace(by_experiment, run_dir=""), name
+        assert tuned_settings(name) == ["ppo"], name
+    assert compose_config([]).algo.hyperparams["gamma"] == 0.5 and compose_config(["experiment=recommend"]).total_timesteps == 240_000
+    assert compose_config(["env=diagnose"]).algo.hyperparams["gamma"] == 0.9
+    assert compose_config(["env=recommend_full"]).algo.hyperparams["gamma"] == 0.95  # untuned: PPO's generic horizon
+    assert compose_config(["env=diagnose"]).env.options["patients"] == 1 and compose_config(["env=diagnose_full"]).env.options["patients"] == 3
+    tutor = compose_config(["env=tutor", "extractor=film", "algo.hyperparams.gamma=0.3", "total_timesteps=5000"])
+    assert (tutor.extractor.fusion, tutor.extractor.text_encoder) == ("film", "gru")
+    assert (tutor.algo.hyperparams["gamma"], tutor.algo.hyperparams["ent_coef"], tutor.total_timesteps) == (0.3, 0.01, 5000)
+
+
+def test_every_tuned_file_names_an_algorithm_and_an_env() -> None:
+    """configs/tuned/<algo>/<env>.yaml is optional in the defaults list, so a misnamed file would be silently unused."""
+    from importlib.resources import files
+
+    from mmrl.train import group_options
+
+    folder = files("mmrl.configs").joinpath("tuned")
+    pairs = [(a.name, f.name) for a in folder.iterdir() if a.is_dir() for f in a.iterdir() if f.name.endswith(".yaml")]
+    assert len(pairs) >= 5
+    for algo, name in pairs:
+        assert algo in group_options("algo") and name[: -len(".yaml")] in group_options("env"), (algo, name)
+
+
+def test_an_untuned_run_says_so(tmp_path: Path) -> None:
+    """An algorithm without settings for the env runs with its generic ones, and says so at the start, in train.log
+    and in the summary, naming what is tuned for the env."""
+    from mmrl.train import compose_config, untuned_note
+
+    note = untuned_note(compose_config(["env=tutor", "algo=a2c"]))
+    assert note is not None and "algo=a2c has no settings tuned for env=tutor" in note and "algo=ppo" in note, note
+    assert untuned_note(compose_config(["env=tutor"])) is None
+    run_dir = tmp_path / "generic"
+    result = run_train(["env=navigate_full", *TINY, "total_timesteps=64", "eval_every=0", f"run_dir={run_dir}"], tmp_path)
+    check_ok(result)
+    assert "no algorithm is tuned for env=navigate_full yet" in result.stdout + result.stderr
+    assert "algo=ppo has no settings tuned for env=navigate_full" in (run_dir / "train.log").read_text()
+    assert summary_of(run_dir)["tuned"] is False
 
 
 def test_killed_run_resumes_to_the_same_step_count(tmp_path: Path) -> None:
@@ -498,7 +551,7 @@ def test_composed_config_is_plain_values() -> None:
     assert isinstance(config, TrainConfig) and config.seed == 3 and config.total_timesteps == 250_000
     assert type(config.env.options) is dict and type(config.algo.hyperparams) is dict
     assert type(config.extractor.image_channels) is list and config.extractor.fusion == "concat"
-    assert "${" not in config.run_dir and config.run_dir.startswith("runs/navigate_easy-ppo-3-")
+    assert "${" not in config.run_dir and config.run_dir.startswith("runs/navigate-ppo-3-")
     assert compose_config([]).eval_every == 25_000
 
 
