@@ -621,19 +621,27 @@ class Diagnose(BatchedEnv[DiagnoseState]):
         return {"greedy": lambda seed: ScriptedPolicy(self), "oracle": lambda seed: TrueConditionPolicy()}
 
     # ------------------------------------------------------------------ rendering
+    def describe_truth(self, state: DiagnoseState) -> str:
+        """The current patient's true condition, the lesion that causes it and the incidental one (one row)."""
+        finding, other, infection = int(state.finding[0]), int(state.other_finding[0]), bool(state.infection[0])
+        patient = min(int(state.patient[0]), self.params.patients - 1)  # the shift's last diagnosis counts one past it
+        return (
+            f"patient {patient + 1}/{self.params.patients} has {self.conditions[2 * finding + (0 if infection else 1)]} "
+            f"({self.findings[finding]} in the {SIDES[int(state.side[0])]} lung, {'infection' if infection else 'no infection'}; "
+            f"incidental {self.findings[other]} in the other lung)"
+        )
+
     def _frame_lines(self, state: DiagnoseState, index: int) -> list[str]:
         """Text panel of the replay frame: the record, the step and return, the last action, the truth."""
         last = int(state.last_action[0])
-        condition = 2 * int(state.finding[0]) + (0 if bool(state.infection[0]) else 1)
         end = int(state.end_reason[0])
         lines = [
             f'"{self.decode(state.text[0])}"',
             f"patient {int(state.patient[0]) + 1}/{self.params.patients}   step {int(state.elapsed[0])}/{self.max_episode_steps}"
             f"   return {float(self.episode_return[index]):.2f}",
             "start of shift" if last < 0 else f"last: {self.action_names[last]}, reward {float(state.last_reward[0]):.2f}"
-            + ("" if end == 0 else f" ({self.end_reasons[end]})"),
-            f"truth: {self.conditions[condition]} ({self.findings[int(state.finding[0])]} on the {SIDES[int(state.side[0])]}, "
-            f"{'infection' if bool(state.infection[0]) else 'no infection'})",
+            + ("" if end == 0 else f" ({self.describe_end(end)})"),
+            f"truth: {self.describe_truth(state)}",
         ]
         return lines
 

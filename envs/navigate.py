@@ -494,16 +494,31 @@ class Navigate(BatchedEnv[NavigateState]):
         return {"oracle": lambda seed: Planner(plan_shortest_path, size), "greedy": lambda seed: Planner(plan_greedy, size)}
 
     # ------------------------------------------------------------------ rendering
+    def describe_truth(self, state: NavigateState) -> str:
+        """The mission's verb and target (colour, kind, cell) of one row: what the instruction means."""
+        verb = "pick up" if int(state.mission[0]) == Mission.PICKUP else "go to"
+        row, column = state.objects[0, 0].tolist()
+        return f"{verb} the {self.colours[int(state.colour[0, 0])]} {self.kinds[int(state.kind[0, 0])]} at row {row}, column {column}"
+
+    def describe_end(self, reason: int) -> str:
+        """``success`` and the two failures in words (the step limit as the base says it)."""
+        words: dict[int, str] = {
+            EndReason.SUCCESS: "success (did as instructed)",
+            EndReason.WRONG_OBJECT: "wrong object (a distractor)",
+            EndReason.WRONG_ACTION: "wrong action (right object, wrong verb)",
+        }
+        return words.get(reason, super().describe_end(reason))  # IntEnum keys: an int finds its member
+
     def _frame_lines(self, state: NavigateState, index: int) -> list[str]:
         """Text panel of the replay frame: the instruction, the step and return, the last action, the target."""
         last = int(state.last_action[0])
-        target = f"{self.colours[int(state.colour[0, 0])]} {self.kinds[int(state.kind[0, 0])]}"
+        end = int(state.end_reason[0])
         lines = [
             f'"{self.decode(state.text[0])}"',
             f"step {int(state.elapsed[0])}/{self.max_episode_steps}   return {float(self.episode_return[index]):.2f}",
             "start of episode" if last < 0 else f"last: {self.action_names[last]}, reward {float(state.last_reward[0]):.2f}"
-            + ("" if int(state.end_reason[0]) == 0 else f" ({self.end_reasons[int(state.end_reason[0])]})"),
-            f"target: {target} at {tuple(state.objects[0, 0].tolist())}, {Mission(int(state.mission[0])).name.lower()}",
+            + ("" if end == 0 else f" ({self.describe_end(end)})"),
+            f"target: {self.describe_truth(state)}",
         ]
         return lines
 

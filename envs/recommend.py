@@ -676,18 +676,32 @@ class Recommend(BatchedEnv[RecommendState]):
     def describe_action(self, action: int) -> str:
         return f"slot {action}"
 
+    def describe_truth(self, state: RecommendState) -> str:
+        """The shopper's hidden wish (with the liked pattern they never say), patience, each slot's true click
+        chance, and in the long-term setting the visit and the trust (one row)."""
+        cat = self.catalog
+        chances = " ".join(f"{100 * float(c):.0f}%" for c in state.slot_click[0])
+        words = (
+            f"wants a {cat.colours[int(state.want_colour[0])]} {cat.categories[int(state.want_category[0])]} up to "
+            f"{TIER_BOUNDS[int(state.budget[0])]} dollars, likes {cat.patterns[int(state.liked_pattern[0])]} (never said); "
+            f"patience {int(state.patience[0])}; click chance by slot {chances}"
+        )
+        if self.params.long_term:
+            words += f"; visit {int(state.session[0]) + 1}/{self.params.sessions}"
+            if self.params.trust_levels:
+                words += f", trust {int(state.trust[0])}/{self.params.trust_levels}"
+        return words
+
     def _frame_lines(self, state: RecommendState, index: int) -> list[str]:
-        """Text panel of the replay frame: the utterance, the step and return, the last outcome (and, in the
-        long-term setting, the visit and the hidden trust)."""
+        """Text panel of the replay frame: the utterance, the step and return, the last outcome, the hidden wish
+        (and, in the long-term setting, the visit and the trust)."""
         last = int(state.last_action[0])
-        lines = [
+        return [
             f'"{self.decode(state.text[0])}"',
             f"step {int(state.elapsed[0])}/{self.max_episode_steps}   return {float(self.episode_return[index]):.2f}",
             "start of session" if last < 0 else f"last: slot {last}, reward {float(state.last_reward[0]):.2f}",
+            f"truth: {self.describe_truth(state)}",
         ]
-        if self.params.long_term:
-            lines.append(f"visit {int(state.session[0]) + 1}/{self.params.sessions}   trust {int(state.trust[0])}/{self.params.trust_levels}")
-        return lines
 
 
 # ---------------------------------------------------------------------------- reference policies

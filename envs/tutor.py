@@ -354,7 +354,7 @@ class Tutor(BatchedEnv[TutorState]):
         "latest framed in white; dim before any attempt), then the slate, one cell per slot, left to right, top to "
         "bottom. Symbol = skill (counting red disc, adding blue plus, shapes green triangle, fractions yellow half-disc, "
         "areas purple square), white pips (1-3) = difficulty. The goal and the student's words are only in the text; "
-        "their mastery is hidden (render() shows it as bars)."
+        "their mastery is hidden (the replay's panel lists it; render() draws it as bars)."
     )
     observation_fields = ("slate_skill", "slate_difficulty", "last_skill", "record_difficulty", "record_right", "text")
     value_key = "p_right"
@@ -616,8 +616,23 @@ class Tutor(BatchedEnv[TutorState]):
                 cv2.rectangle(bars, (bar_x + k * segment, y + 3), (bar_x + (k + 1) * segment - 3, y + 13), colour, -1)
         return compose(np.concatenate([picture, bars], axis=0), self._frame_lines(row, index))
 
+    def describe_truth(self, state: TutorState) -> str:
+        """The student's hidden mastery of each skill (the goal's path starred), patience and rates (one row)."""
+        path, goal = self._path[state.goal[0]].tolist(), int(state.goal[0])
+        levels = ", ".join(
+            f"{name}{' (goal)' if s == goal else '*' if path[s] else ''} {int(state.level[0, s])}/{LEVELS}"
+            for s, name in enumerate(self.skills)
+        )
+        return (
+            f"mastery {levels}; patience {int(state.patience[0])}; "
+            f"learn rate {float(state.learn_rate[0]):.2f}, forget rate {float(state.forget_rate[0]):.3f}"
+        )
+
+    def describe_end(self, reason: int) -> str:
+        return "the student quit (patience ran out)" if self.end_reasons[reason] == "quit" else super().describe_end(reason)
+
     def _frame_lines(self, state: TutorState, index: int) -> list[str]:
-        """Text panel: the utterance, step and return, the last exercise, patience and the student's rates."""
+        """Text panel: the utterance, step and return, the last exercise, and the hidden student."""
         last = int(state.last_skill[0])
         outcome = "right" if bool(state.last_correct[0]) else "wrong"
         return [
@@ -625,7 +640,7 @@ class Tutor(BatchedEnv[TutorState]):
             f"step {int(state.elapsed[0])}/{self.max_episode_steps}   return {float(self.episode_return[index]):.2f}",
             "start of session" if last < 0 else
             f"last: {SKILLS[last]} difficulty {int(state.last_difficulty[0])}, {outcome}, reward {float(state.last_reward[0]):.2f}",
-            f"patience {int(state.patience[0])}   learn {float(state.learn_rate[0]):.2f}   forget {float(state.forget_rate[0]):.3f}",
+            f"truth: {self.describe_truth(state)}",
         ]  # fmt: skip
 
 

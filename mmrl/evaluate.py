@@ -13,7 +13,8 @@ policies (``baselines``) run on the same seeds. Each evaluation writes a new fol
 
     metrics.json        mean, std, 95% CI of return and length, the env's task metrics, for every policy
     videos/episode-0000.mp4 ...   H.264 replays of the first ``video.episodes`` episodes and of the best, median
-                        and worst ones (with a poster frame each, episode-0000-poster.png)
+                        and worst ones (with a poster frame each, episode-0000-poster.png); each frame's panel
+                        also shows the hidden ground truth and, on the last frame, why the episode ended
     episode_returns.csv every policy's return in each episode
     learning_curve.png  from the run's progress.csv / evaluations.npz (runs only)
     report.html         the curve, the metrics table and the videos, by relative paths (works offline)
@@ -315,10 +316,12 @@ def _evaluate_into(
         height, width = frames[0].shape[:2]
         recorded = trajectory.returns[-1] if trajectory.returns else 0.0
         videos_meta.append({
-            "file": name, "poster": poster, "episode": row, "seed": trajectory.seed, "labels": labels,
+            "file": name, "poster": poster, "poster_frame": poster_index(trajectory), "episode": row, "seed": trajectory.seed,
+            "labels": labels,
             "length": trajectory.length, "frames": len(frames), "return": recorded, "fps": float(config.video.fps),
             "width": width + width % 2, "height": height + height % 2, "codec": "h264",
-            "reproduced": bool(abs(recorded - returns[evaluated][row]) < 1e-4), "steps": step_rows(env, trajectory),
+            "reproduced": bool(abs(recorded - returns[evaluated][row]) < 1e-4), "end": trajectory.end,
+            "steps": step_rows(env, trajectory),
         })  # fmt: skip
 
     metrics = {

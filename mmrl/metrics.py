@@ -79,12 +79,15 @@ def task_metrics_for(env: object) -> TaskMetrics | None:
     return getattr(env, "task_metrics", None)
 
 
-def task_labels() -> dict[str, str]:
-    """``name -> label`` of every registered env's task metrics (for tables of metrics read back from files)."""
+def task_labels(env_id: str | None = None) -> dict[str, str]:
+    """``name -> label`` of every registered env's task metrics (for tables of metrics read back from files); the
+    labels of ``env_id``'s env win where two envs label one name differently (``episode_length``: steps per episode,
+    per shift, per session)."""
     from mmrl.registration import ENV_CLASSES
 
     labels: dict[str, str] = {}
-    for env_class in ENV_CLASSES.values():
+    own = ENV_CLASSES.get(env_id) if env_id is not None else None
+    for env_class in [*ENV_CLASSES.values(), *([own] if own is not None else [])]:
         if env_class.task_metrics is not None:
             labels.update(env_class.task_metrics.labels)
     return labels

@@ -4,8 +4,8 @@ The page holds a headline (the evaluated policy's share of the random-to-referen
 lies above random's), the learning curves of the run (PNG, drawn with matplotlib from the run's SB3 CSV log
 ``progress.csv`` and its periodic evaluations, ``evaluations.csv``), the metrics table of the evaluated policy against the
 reference policies, a histogram of each policy's episode returns, and the replay videos of chosen episodes (first,
-best, median, worst), each with a poster frame, a per-step table and the env's legend, all by relative paths inside
-the folder.
+best, median, worst), each with a poster frame, its controls below the picture, a per-step table beside it (with
+the outcome of each step and the hidden ground truth) and the env's legend, all by relative paths inside the folder.
 """
 
 from __future__ import annotations
@@ -161,41 +161,80 @@ def plot_return_histograms(returns: Mapping[str, np.ndarray], path: str | os.Pat
 
 # ---------------------------------------------------------------------------------------------- HTML
 _CSS = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1440px; color: #222; padding: 0 1em; }
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1800px; color: #222; padding: 0 1em; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #ddd; }
 table { border-collapse: collapse; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
 tr.evaluated { background: #fff6d5; font-weight: 600; }
 .meta td { text-align: left; }
-.videos { display: flex; flex-wrap: wrap; gap: 1.2em; }
 figure { margin: 0; } figcaption { font-size: 0.95em; color: #333; margin-bottom: 4px; }
 .note { color: #666; font-style: italic; }
 code { background: #f3f3f3; padding: 0 3px; }
 .verdict { font-size: 1.05em; padding: 0.6em 0.9em; border-radius: 4px; background: #eef6ee; border: 1px solid #9c9; }
 .verdict.warn { background: #fdeeee; border-color: #d99; }
 .replay { display: flex; flex-wrap: wrap; gap: 1em; align-items: flex-start; margin-bottom: 1.5em; }
-.steps { max-height: 420px; overflow-y: auto; }
+.replay figure { flex: 4 1 480px; min-width: 0; }
+video { display: block; width: 100%; height: auto; background: #111; }
+.player { display: flex; align-items: center; gap: 6px; margin-top: 4px; font-size: 0.85em; }
+.player[hidden] { display: none; }
+.player input[type=range] { flex: 1 1 auto; min-width: 80px; }
+.player button { font: inherit; padding: 1px 8px; cursor: pointer; }
+.player .frame { min-width: 7em; text-align: right; font-variant-numeric: tabular-nums; }
+.steps { flex: 1 1 360px; min-width: 300px; overflow: auto; position: relative; }
 .steps table { font-size: 0.8em; }
-.steps td:nth-child(2), .steps th:nth-child(2) { text-align: left; max-width: 260px; }
-video { max-width: 100%; height: auto; }
+.steps td.text { text-align: left; max-width: 300px; }
+.steps td.action { max-width: 180px; }
+.steps tr.truth td { text-align: left; color: #17607a; background: #eef7fb; font-size: 0.95em; }
+.outcome { color: #8a5a00; }
 .steps tr.now { background: #fff1b8; } .steps tr[data-time] { cursor: pointer; }
 .label { display: inline-block; background: #334; color: #fff; border-radius: 3px; padding: 0 6px; margin-right: 4px; font-size: 0.85em; }
+.ended { font-weight: 600; color: #8a5a00; }
 .legend { max-width: 900px; }
 """
 
 #: how the report names each chosen episode of a video (see :func:`mmrl.evaluate.choose_episodes`)
 EPISODE_LABELS = {"first": "first episodes", "best": "best (highest return)", "median": "median return", "worst": "worst (lowest return)"}
 
-#: clicking a row of a step table shows that frame; the row of the frame shown is highlighted
+#: The replays' player. Chromium draws a video's own controls over the bottom of the picture (and keeps them there
+#: while paused), so the script swaps them for a bar below the video: play/pause, a frame back and forward, a slider
+#: over the frames and the frame number; without scripts the video keeps its own controls. Clicking a row of a step
+#: table shows that frame; the row of the frame shown is highlighted.
 _STEP_SCRIPT = """
 document.querySelectorAll('.replay').forEach(function (replay) {
-  var video = replay.querySelector('video'), rows = replay.querySelectorAll('tr[data-time]');
-  rows.forEach(function (row) { row.addEventListener('click', function () {
-    video.pause(); video.currentTime = parseFloat(row.dataset.time); }); });
-  video.addEventListener('timeupdate', function () {
-    rows.forEach(function (row) { var t = parseFloat(row.dataset.time), d = parseFloat(row.dataset.duration);
-      row.classList.toggle('now', video.currentTime >= t - d / 2 && video.currentTime < t + d / 2); }); });
+  var video = replay.querySelector('video'), steps = replay.querySelector('.steps');
+  var rows = replay.querySelectorAll('tr[data-step]'), player = replay.querySelector('.player');
+  var play = player.querySelector('.play'), seek = player.querySelector('.seek'), label = player.querySelector('.frame');
+  var fps = parseFloat(video.dataset.fps), last = parseInt(video.dataset.frames, 10) - 1;
+  var poster = parseInt(video.dataset.posterFrame || '0', 10), started = false;
+  video.removeAttribute('controls');
+  player.hidden = false;
+  function frame() {
+    if (!started) return poster;  // the poster shows until the video first plays or seeks
+    return Math.max(0, Math.min(last, Math.floor(video.currentTime * fps + 1e-6)));
+  }
+  function show(f) { started = true; video.pause(); video.currentTime = (Math.max(0, Math.min(last, f)) + 0.5) / fps; }
+  function refresh() {
+    var f = frame(), shown = null;
+    seek.value = f; label.textContent = (started ? 'frame ' : 'poster: frame ') + f + '/' + last;
+    play.textContent = video.paused ? '\u25B6 play' : '\u275A\u275A pause';
+    rows.forEach(function (row) {
+      var now = parseInt(row.dataset.step, 10) === f && !row.classList.contains('truth');
+      row.classList.toggle('now', now); if (now) shown = row; });
+    if (shown && (shown.offsetTop < steps.scrollTop || shown.offsetTop + shown.offsetHeight > steps.scrollTop + steps.clientHeight))
+      steps.scrollTop = shown.offsetTop - steps.clientHeight / 3;
+  }
+  play.addEventListener('click', function () {
+    if (!video.paused) { video.pause(); return; }
+    if (!started || frame() >= last) video.currentTime = 0;
+    started = true; video.play(); });
+  player.querySelector('.prev').addEventListener('click', function () { show(frame() - 1); });
+  player.querySelector('.next').addEventListener('click', function () { show(frame() + 1); });
+  seek.addEventListener('input', function () { show(parseInt(seek.value, 10)); });
+  video.addEventListener('click', function () { play.click(); });
+  rows.forEach(function (row) { row.addEventListener('click', function () { show(parseInt(row.dataset.step, 10)); }); });
+  ['timeupdate', 'play', 'pause', 'seeked', 'loadedmetadata'].forEach(function (e) { video.addEventListener(e, refresh); });
+  refresh();
 });
 """
 
@@ -248,19 +287,52 @@ def verdict(metrics: Mapping[str, Any]) -> tuple[str, bool]:
 
 
 def step_table(video: Mapping[str, Any]) -> str:
-    """The per-step table of one replay: step, the text seen, the action, its reward, the return so far; each row
-    knows its time in the video (a click shows that frame)."""
+    """The per-step table of one replay, one row per decision: the step, the text the agent saw, the action it took
+    on it (with the step's outcome under it: ``ended: ...`` on the episode's last action), the reward and the return
+    after it; the last row is the final observation. A note row gives the hidden ground truth the agent could not
+    see, above the first row it holds for. Row ``t`` is frame ``t`` of the video (a click shows it; the frame's panel
+    shows the action that led to it, the row the one taken next).
+
+    :param video: a ``videos`` entry of ``metrics.json``, whose ``steps`` are frame-aligned (:func:`mmrl.video.step_rows`)."""
     esc = html.escape
     fps = float(video["fps"])
-    rows = ["<tr><th>step</th><th>text</th><th>action</th><th>reward</th><th>return</th></tr>"]
-    for row in video.get("steps", []):
-        reward = "" if row["reward"] is None else f"{row['reward']:+.2f}"
-        action = "" if row["action"] is None else esc(str(row["action"]))
+    steps = list(video.get("steps", []))
+    rows = ["<tr><th>step</th><th>text seen</th><th>action taken<br><small>outcome</small></th><th>reward</th><th>return</th></tr>"]
+    previous = None
+    for row, after in zip(steps, [*steps[1:], None]):
+        step = row["step"]
+        at = f'data-step="{step}" data-time="{(step + 0.5) / fps:.3f}"'
+        truth = str(row.get("truth") or "")
+        if truth and truth != previous:
+            rows.append(f'<tr class="truth" {at}><td colspan="5"><b>hidden truth</b> (not seen by the agent): {esc(truth)}</td></tr>')
+        previous = truth
+        if after is None:
+            action, reward, total = "<i>final observation</i>", "", row["return"]
+        else:
+            action, reward, total = esc(str(after["action"])), f"{after['reward']:+.2f}", after["return"]
+            outcome = str(after.get("outcome") or "")
+            if outcome:
+                css = "ended" if outcome.startswith("ended:") else "outcome"
+                action += f'<br><span class="{css}">{esc(outcome)}</span>'
         rows.append(
-            f'<tr data-time="{(row["step"] + 0.5) / fps:.3f}" data-duration="{1 / fps:.3f}"><td>{row["step"]}</td>'
-            f"<td>{esc(str(row['text']))}</td><td>{action}</td><td>{reward}</td><td>{row['return']:.2f}</td></tr>"
+            f'<tr {at}><td>{step}</td><td class="text">{esc(str(row["text"]))}</td><td class="action">{action}</td>'
+            f"<td>{reward}</td><td>{total:.2f}</td></tr>"
         )
-    return '<div class="steps"><table>' + "".join(rows) + "</table></div>"
+    height = max(300, int(video.get("height", 0)) + 60)
+    return f'<div class="steps" style="max-height:{height}px"><table>' + "".join(rows) + "</table></div>"
+
+
+def replay_player(video: Mapping[str, Any]) -> str:
+    """The controls under a replay (hidden until the script swaps them for the video's own, which cover the
+    picture): play/pause, a frame back, a frame forward, a slider over the frames, the frame shown."""
+    last = int(video["frames"]) - 1
+    return (
+        '<div class="player" hidden><button type="button" class="play">&#9654; play</button>'
+        '<button type="button" class="prev" title="previous frame">&#9664; frame</button>'
+        '<button type="button" class="next" title="next frame">frame &#9654;</button>'
+        f'<input type="range" class="seek" min="0" max="{last}" step="1" value="0" aria-label="frame">'
+        f'<span class="frame">frame 0/{last}</span></div>'
+    )
 
 
 def metrics_table(metrics: Mapping[str, Any]) -> str:
@@ -268,7 +340,7 @@ def metrics_table(metrics: Mapping[str, Any]) -> str:
     policies: Mapping[str, Any] = metrics["policies"]
     first = next(iter(policies.values()))
     task_keys = list(first.get("task", {}))
-    labels = task_labels()
+    labels = task_labels(metrics.get("env", {}).get("id"))
     reference = metrics.get("gap_reference")
     head = ["policy", "episode return<br><small>mean [95% CI]</small>", "return std", "episode length<br><small>mean [95% CI]</small>"]
     if reference:
@@ -371,20 +443,26 @@ def render_report(
         acted_on = "the observation the action was taken on (the chosen slot outlined)" if replay.get("action_outlined") else "the observation the action was taken on"
         parts.append(
             f'<p class="note">Each frame: left, {acted_on}; right, the observation that followed; the panel shows the '
-            "text, the action, the reward and the return so far. Frame 0 is the first observation, the last frame the "
-            "final one. The table beside each video lists every step: click a row to see its frame.</p>"
+            "text, the action, the reward and the return so far, then, in colour, what the agent could not see: the "
+            "step's outcome (\"ended: ...\" and why, on the last frame) and the hidden ground truth. Frame 0 is the "
+            "first observation, the last frame the final one. The table beside each video lists every step with the "
+            "same outcome and truth: click a row to see its frame.</p>"
         )
         for video in videos:
             labels = "".join(f'<span class="label">{esc(EPISODE_LABELS.get(label, label))}</span>' for label in video.get("labels", []))
             caption = (f"{labels} episode {video['episode']} (seed {video['seed']}): return {video['return']:.2f}, "
                        f"{video['length']} steps, {video['frames']} frames at {video['fps']} fps")  # fmt: skip
+            if video.get("end"):
+                caption += f', <span class="ended">ended: {esc(video["end"])}</span>'
             if video.get("reproduced") is False:
                 caption += " (replayed with the same seed; this replay's return differs from the evaluation's)"
             poster = f' poster="{esc(video["poster"])}"' if video.get("poster") else ""
             parts.append(
-                f'<div class="replay"><figure><figcaption>{caption}</figcaption>'
+                f'<div class="replay"><figure style="max-width:{video["width"]}px"><figcaption>{caption}</figcaption>'
                 f'<video controls preload="auto" width="{video["width"]}" height="{video["height"]}"{poster} '
-                f'src="{esc(video["file"])}"></video></figure>{step_table(video)}</div>'
+                f'data-fps="{video["fps"]}" data-frames="{video["frames"]}" data-poster-frame="{video.get("poster_frame", 0)}" '
+                f'src="{esc(video["file"])}"></video>'
+                f"{replay_player(video)}</figure>{step_table(video)}</div>"
             )
         parts.append(f"<script>{_STEP_SCRIPT}</script>")
     parts.append("</body></html>")

@@ -6,15 +6,21 @@ Frames (one per observation, so an episode of ``T`` steps gives ``T + 1`` frames
     | "acted on"           | "now"                | "decoded text of now"         |
     +----------------------+----------------------+ step t/T  action, reward      |
     | previous observation | observation now      | return so far                 |
-    | (the chosen slot     |                      |                               |
-    |  outlined)           |                      |                               |
+    | (the chosen slot     |                      | outcome / ended: <reason>     |
+    |  outlined)           |                      | truth: <hidden ground truth>  |
     +----------------------+----------------------+-------------------------------+
 
 Frame 0 shows the initial observation (the left picture is blank); frame ``t`` shows the observation after
 step ``t`` (the last one is the episode's final observation) with the action, reward and running return of
 step ``t``. The action is drawn on the picture it was taken on because an env may change the whole picture
-in one step (Recommend reshuffles the slate). Env hooks, both optional: ``env.slot_box(action, scale)`` (a
-pixel box to outline) and ``env.describe_action(action) -> str``.
+in one step (Recommend reshuffles the slate). Below them, in colour, what the agent could not see: the end
+reason of the step where the env reports one (``info["end_reason"]`` in the env's words,
+:meth:`~mmrl.core.batched_env.BatchedEnv.describe_end`; "ended: ..." on the last frame) and the hidden ground
+truth of the state the frame shows (:meth:`~mmrl.core.batched_env.BatchedEnv.describe_truth`: the patient's
+condition, the target, the shopper's wish, the student's mastery). The engine restarts a finished row within the
+step, so the last frame's truth is that of the state the last action was taken in. Frames are as tall as their
+panel needs (the picture gets a plain margin below). Env hooks, all optional: ``env.slot_box(action, scale)`` (a
+pixel box to outline), ``env.describe_action(action) -> str``, ``describe_truth`` and ``describe_end``.
 
 Videos are H.264 (``libx264``, ``yuv420p``, even sizes, ``+faststart``) written by the ffmpeg binary that
 ships with ``imageio-ffmpeg``, since OpenCV's wheel cannot encode H.264 and its MPEG-4 part 2 files do not
@@ -35,11 +41,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mmrl.core.batched_env import BatchedEnv, Info, Observation
-from mmrl.core.frames import compose, enlarge, outline
+from mmrl.core.batched_env import BatchedEnv, EnvState, Info, Observation, select_rows
+from mmrl.core.frames import PanelLine, compose, enlarge, outline, panel_height
 from mmrl.episodes import ActFn, UpdateFn
 
 CAPTION_HEIGHT = 20
+#: panel colours (RGB) of what only the viewer sees: the end reason and the hidden ground truth
+END_COLOUR = (255, 214, 90)
+TRUTH_COLOUR = (130, 215, 255)
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 # Bit-exact output: same frames -> same bytes (no encoder version string, no metadata, one thread).
 _X264_PARAMS = [
@@ -52,7 +61,10 @@ _X264_PARAMS = [
 class Trajectory:
     """One recorded episode: ``T + 1`` observations and the ``T`` actions and rewards between them.
 
-    ``images[t]`` is ``uint8[3, H, W]``; ``returns[t]`` is the return after step ``t + 1``."""
+    ``images[t]`` is ``uint8[3, H, W]``; ``returns[t]`` is the return after step ``t + 1``; ``truths[t]`` the env's
+    hidden ground truth at observation ``t`` (the last one: of the state the last action was taken in);
+    ``outcomes[t]`` the end reason step ``t + 1`` reported, in words (``""``: none, the episode goes on);
+    ``end`` why the episode ended (``""`` while it runs)."""
 
     seed: int
     images: list[np.ndarray] = field(default_factory=list)
@@ -60,11 +72,26 @@ class Trajectory:
     actions: list[int] = field(default_factory=list)
     rewards: list[float] = field(default_factory=list)
     returns: list[float] = field(default_factory=list)
+    truths: list[str] = field(default_factory=list)
+    outcomes: list[str] = field(default_factory=list)
+    end: str = ""
     done: bool = False
 
     @property
     def length(self) -> int:
         return len(self.actions)
+
+
+def end_words(env: BatchedEnv, info: Info, row: int, finished: bool) -> str:
+    """Why step ``info`` ended row ``row``'s episode (or closed a case in it), in the env's words: its
+    ``info["end_reason"]`` through ``env.describe_end``; without one, the step limit or ``terminated`` for a finished
+    row, ``""`` for a running one."""
+    if "end_reason" in info:
+        reason = int(info["end_reason"][row])
+        return env.describe_end(reason) if reason else ""
+    if not finished:
+        return ""
+    return "out of steps (step limit)" if int(info["episode_length"][row]) >= env.max_episode_steps else "terminated"
 
 
 class EpisodeRecorder:
@@ -87,6 +114,7 @@ class EpisodeRecorder:
         self._index = torch.as_tensor(self.row_ids, dtype=torch.int64)
         self.trajectories = [Trajectory(seed=seed + r) for r in self.row_ids]
         self._previous_return = np.zeros(self.rows, dtype=np.float64)
+        self._successor: tuple[list[int], EnvState] | None = None  # (trajectories stepped, their next states)
 
     def _live(self) -> list[int]:
         return [i for i, t in enumerate(self.trajectories) if not t.done]
@@ -96,24 +124,34 @@ class EpisodeRecorder:
         trajectory.images.append(image.cpu().numpy())
         trajectory.texts.append(self.env.decode(text))
 
+    def _truth(self, state: EnvState, row: int) -> str:
+        """The env's hidden ground truth of row ``row`` of ``state``."""
+        return self.env.describe_truth(select_rows(state, torch.tensor([row], device=self.env.device)))
+
     def wrap_act(self, act: ActFn) -> ActFn:
-        """``act`` that also records each live recorded row's observation and action."""
+        """``act`` that also records each live recorded row's observation, hidden truth and action."""
 
         def recorded(obs: Observation, info: Info) -> Tensor:
             actions = act(obs, info)
             live = self._live()
             if live:
-                taken = torch.as_tensor(actions).cpu()[self._index].numpy()
+                taken = torch.as_tensor(actions).cpu()[self._index]
+                rows = torch.as_tensor([self.row_ids[i] for i in live], device=self.env.device)
+                # the states the step will leave (an episode's last one is gone once the step has reset the row)
+                self._successor = (live, self.env.successor(rows, taken[live].to(self.env.device)))
+                state = self.env.state
                 for i in live:
                     row = self.row_ids[i]
                     self._append_observation(i, obs["image"][row], obs["text"][row])
+                    self.trajectories[i].truths.append(self._truth(state, row) if state is not None else "")
                     self.trajectories[i].actions.append(int(taken[i]))
             return actions
 
         return recorded
 
     def wrap_update(self, update: UpdateFn | None) -> UpdateFn:
-        """``update`` that also records rewards, running returns and final observations."""
+        """``update`` that also records rewards, running returns, end reasons and final observations (with the
+        hidden truth of the episode's last state)."""
 
         def recorded(info: Info, done: Tensor) -> None:
             if update is not None:
@@ -124,15 +162,20 @@ class EpisodeRecorder:
             returns = info["episode_return"].cpu()[self._index].numpy().astype(np.float64)
             finished = done.cpu()[self._index].numpy()
             done_rows = info["done_index"].cpu().tolist()
+            assert self._successor is not None, "wrap_update's function runs after wrap_act's"
+            stepped, successor = self._successor
             for i in live:
                 trajectory = self.trajectories[i]
                 trajectory.rewards.append(float(returns[i] - self._previous_return[i]))
                 trajectory.returns.append(float(returns[i]))
                 self._previous_return[i] = returns[i]
+                trajectory.outcomes.append(end_words(self.env, info, self.row_ids[i], bool(finished[i])))
                 if finished[i]:
                     j = done_rows.index(self.row_ids[i])
                     final = info["final_observation"]
                     self._append_observation(i, final["image"][j], final["text"][j])
+                    trajectory.truths.append(self._truth(successor, stepped.index(i)))
+                    trajectory.end = trajectory.outcomes[-1] or "terminated"
                     trajectory.done = True
 
         return recorded
@@ -152,13 +195,41 @@ def _caption(width: int, text: str) -> np.ndarray:
     return strip
 
 
+def hidden_lines(trajectory: Trajectory, t: int) -> list[str]:
+    """What frame ``t`` tells the viewer and not the agent: the step's outcome (``ended: ...`` on the last frame of a
+    finished episode), the hidden truth at the frame, and, where a step closed a case and the truth changed with it
+    (Diagnose's next patient), the truth the action was taken on."""
+    lines = []
+    outcome = trajectory.outcomes[t - 1] if 0 < t <= len(trajectory.outcomes) else ""
+    final = t == trajectory.length and trajectory.done
+    if final:
+        lines.append(f"ended: {trajectory.end}")
+    elif outcome:
+        lines.append(f"outcome: {outcome}")
+    truth = trajectory.truths[t] if t < len(trajectory.truths) else ""
+    if outcome and not final and t > 0 and trajectory.truths[t - 1] and trajectory.truths[t - 1] != truth:
+        lines.append(f"truth when acting: {trajectory.truths[t - 1]}")
+    if truth:
+        lines.append(f"truth: {truth}")
+    return lines
+
+
 def replay_frame(
     env: BatchedEnv,
     trajectory: Trajectory,
     t: int,
     scale: int = 4,
+    height: int | None = None,
 ) -> np.ndarray:
-    """HWC uint8 frame ``t`` (``0 .. T``) of ``trajectory``: see the module docstring for the layout."""
+    """HWC uint8 frame ``t`` (``0 .. T``) of ``trajectory``: see the module docstring for the layout.
+
+    :param height: the frame's height (at least what the picture and the panel need; a plain margin below the
+        picture fills the rest), so all frames of a video have one size; ``None``: what this frame needs."""
+    picture, lines = _frame_parts(env, trajectory, t, scale)
+    return _compose_frame(picture, lines, height)
+
+
+def _frame_parts(env: BatchedEnv, trajectory: Trajectory, t: int, scale: int) -> tuple[np.ndarray, list[PanelLine]]:
     now = enlarge(trajectory.images[t], scale)
     if t == 0:
         before = np.zeros_like(now)
@@ -184,13 +255,20 @@ def replay_frame(
         axis=1,
     )
     end = " (end)" if t == trajectory.length and trajectory.done else ""
-    lines = [
+    lines: list[PanelLine] = [
         f'"{trajectory.texts[t]}"',
         f"step {t}/{env.max_episode_steps}{end}   seed {trajectory.seed}",
         action_line,
         reward_line,
     ]
-    return compose(picture, lines)
+    lines += [(line, TRUTH_COLOUR if line.startswith("truth") else END_COLOUR) for line in hidden_lines(trajectory, t)]
+    return picture, lines
+
+
+def _compose_frame(picture: np.ndarray, lines: list[PanelLine], height: int | None) -> np.ndarray:
+    need = max(picture.shape[0], panel_height(lines), height or 0)
+    margin = np.full((need - picture.shape[0], picture.shape[1], 3), 16, dtype=np.uint8)
+    return compose(np.concatenate([picture, margin], axis=0), lines)
 
 
 def poster_index(trajectory: Trajectory) -> int:
@@ -201,13 +279,20 @@ def poster_index(trajectory: Trajectory) -> int:
 
 def step_rows(env: BatchedEnv, trajectory: Trajectory) -> list[dict[str, object]]:
     """The episode as a table, one row per frame: ``step``, the ``text`` seen, the ``action`` taken at that step (by
-    the env's name for it), its ``reward`` and the ``return`` so far (frame 0: the first observation, no action)."""
+    the env's name for it), its ``reward``, the ``return`` so far (frame 0: the first observation, no action), the
+    step's ``outcome`` (``ended: ...`` on the last row of a finished episode, ``""`` while it goes on) and the hidden
+    ``truth`` at the frame, as the replay's panel shows them."""
     rows: list[dict[str, object]] = []
     for t, text in enumerate(trajectory.texts):
         row: dict[str, object] = {"step": t, "text": text, "action": None, "reward": None, "return": 0.0}
         if t > 0:
             row.update(action=describe_action(env, trajectory.actions[t - 1]), reward=round(trajectory.rewards[t - 1], 4),
                        **{"return": round(trajectory.returns[t - 1], 4)})  # fmt: skip
+        if t == trajectory.length and trajectory.done:
+            row["outcome"] = f"ended: {trajectory.end}"
+        else:
+            row["outcome"] = trajectory.outcomes[t - 1] if 0 < t <= len(trajectory.outcomes) else ""
+        row["truth"] = trajectory.truths[t] if t < len(trajectory.truths) else ""
         rows.append(row)
     return rows
 
@@ -223,8 +308,10 @@ def write_png(path: str | os.PathLike[str], frame: np.ndarray) -> Path:
 
 
 def replay_frames(env: BatchedEnv, trajectory: Trajectory, scale: int = 4) -> list[np.ndarray]:
-    """All ``T + 1`` frames of ``trajectory``."""
-    return [replay_frame(env, trajectory, t, scale) for t in range(len(trajectory.images))]
+    """All ``T + 1`` frames of ``trajectory``, one size: as tall as the tallest panel needs."""
+    parts = [_frame_parts(env, trajectory, t, scale) for t in range(len(trajectory.images))]
+    height = max(max(picture.shape[0], panel_height(lines)) for picture, lines in parts)
+    return [_compose_frame(picture, lines, height) for picture, lines in parts]
 
 
 def write_mp4(path: str | os.PathLike[str], frames: Sequence[np.ndarray], fps: float = 2.0) -> Path:

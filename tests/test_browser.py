@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import re
 import shutil
 import threading
 import time
@@ -38,8 +39,35 @@ def _which(names: tuple[str, ...]) -> str | None:
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    """The folder over HTTP with byte ranges (``Range: bytes=a-b``, 206): Chromium seeks in a video only where the
+    server serves ranges, as any web server does; the standard library's handler does not."""
+
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (the base class's name)
         pass
+
+    def end_headers(self) -> None:
+        self.send_header("Accept-Ranges", "bytes")
+        super().end_headers()
+
+    def do_GET(self) -> None:  # noqa: N802 (the base class's name)
+        match = re.fullmatch(r"bytes=(\d*)-(\d*)", self.headers.get("Range", "").strip())
+        path = Path(self.translate_path(self.path))
+        if match is None or not path.is_file() or match.group(0) == "bytes=-":
+            super().do_GET()
+            return
+        data = path.read_bytes()
+        first, last = match.groups()
+        start = int(first) if first else max(0, len(data) - int(last))
+        end = min(int(last), len(data) - 1) if first and last else len(data) - 1
+        if start >= len(data) or start > end:
+            self.send_error(416)
+            return
+        self.send_response(206)
+        self.send_header("Content-Type", self.guess_type(str(path)))
+        self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
+        self.send_header("Content-Length", str(end - start + 1))
+        self.end_headers()
+        self.wfile.write(data[start : end + 1])
 
 
 @pytest.fixture(scope="module")
@@ -130,3 +158,43 @@ def test_report_videos_play_in_chromium(browser: object, server_url: str, report
         "return performance.getEntriesByType('resource').map(r => r.name);"
     )
     assert all(name.startswith(server_url) for name in resources), resources
+
+
+LAYOUT_JS = """
+function box(e) { var r = e.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; }
+return Array.from(document.querySelectorAll('.replay')).map(r => ({
+  controls: r.querySelector('video').controls, video: box(r.querySelector('video')), figure: box(r.querySelector('figure')),
+  player: box(r.querySelector('.player')), playerShown: r.querySelector('.player').offsetHeight > 0,
+  steps: box(r.querySelector('.steps'))}));
+"""
+
+
+def test_replay_controls_never_cover_the_picture_and_tables_sit_beside(browser: object, server_url: str, report_dir: Path) -> None:
+    """Chromium draws a video's own controls over the bottom of the picture while it is paused; the report swaps
+    them for a bar under the video, so the bar's box and the video's box do not overlap. At this window's width
+    (1280 px) each step table sits to the right of its video. Clicking a row of the table shows its frame."""
+    driver = browser
+    driver.get(server_url + "report.html")  # type: ignore[attr-defined]
+    layout = driver.execute_script(LAYOUT_JS)  # type: ignore[attr-defined]
+    assert layout and len(layout) == len(load_metrics(report_dir)["videos"])
+    for replay in layout:
+        video, player, figure, steps = replay["video"], replay["player"], replay["figure"], replay["steps"]
+        assert replay["controls"] is False and replay["playerShown"], replay
+        assert video[3] - video[1] > 50 and player[1] >= video[3], f"the bar must lie below the picture: {replay}"
+        assert steps[0] >= figure[2] and steps[1] < video[3], f"the step table must sit beside the video: {replay}"
+
+    # a click on the row of step 1 shows frame 1 (the server serves byte ranges, so the video can seek)
+    video = load_metrics(report_dir)["videos"][0]
+    driver.execute_script("document.querySelector('.replay tr[data-step=\"1\"]:not(.truth)').click();")  # type: ignore[attr-defined]
+    deadline = time.monotonic() + TIMEOUT_S
+    while True:
+        time_now, label, highlighted = driver.execute_script(  # type: ignore[attr-defined]
+            "var r = document.querySelector('.replay'); return [r.querySelector('video').currentTime, "
+            "r.querySelector('.frame').textContent, r.querySelector('tr.now').dataset.step];"
+        )
+        if label == f"frame 1/{video['frames'] - 1}" and highlighted == "1":
+            break
+        if time.monotonic() > deadline:
+            pytest.fail(f"the row click did not show frame 1: time {time_now}, label {label!r}, row {highlighted}")
+        time.sleep(0.1)
+    assert time_now == pytest.approx(1.5 / video["fps"], abs=1e-3)

@@ -11,6 +11,7 @@ import csv
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 import mmrl
@@ -150,7 +152,7 @@ def test_videos_decode_with_one_frame_per_observation(oracle_eval: Path) -> None
     lengths = run_episodes(env, policy.act, seed=SEED, update=policy.update).lengths
     assert [v["episode"] for v in metrics["videos"] if "first" in v["labels"]] == [0, 1]
     scale = 2
-    height = 32 * scale + CAPTION_HEIGHT
+    picture_height = 32 * scale + CAPTION_HEIGHT  # the frames grow below the pictures where the panel needs more
     width = 2 * 32 * scale + 4 + PANEL_WIDTH
     for video in metrics["videos"]:
         path = oracle_eval / video["file"]
@@ -158,7 +160,8 @@ def test_videos_decode_with_one_frame_per_observation(oracle_eval: Path) -> None
         assert video["seed"] == SEED + i and video["length"] == lengths[i]
         frames = decode(path)
         assert len(frames) == lengths[i] + 1 == video["frames"]
-        assert frames[0].shape == (height + height % 2, width + width % 2, 3) == (video["height"], video["width"], 3)
+        assert frames[0].shape == (video["height"], width + width % 2, 3) == (video["height"], video["width"], 3)
+        assert video["height"] >= picture_height and video["height"] % 2 == 0
         assert video_codec(path) == "h264"
 
 
@@ -229,9 +232,138 @@ def test_report_shows_the_gap_the_verdict_the_histogram_and_the_replays(oracle_e
         assert f'<span class="label">{label}</span>' in page
     assert 'poster="videos/episode-0000-poster.png"' in page
     assert page.index("<figcaption>") < page.index("<video"), "the caption is above the video, clear of its controls"
-    assert '<div class="steps"><table><tr><th>step</th><th>text</th><th>action</th>' in page and "data-time=" in page
+    assert "<th>step</th><th>text seen</th><th>action taken<br><small>outcome</small></th>" in page and "data-time=" in page
+    assert "<b>hidden truth</b> (not seen by the agent): wants a " in page and '<b class="ended">' not in page
+    assert '<span class="ended">ended: ' in page and "<i>final observation</i>" in page
     assert "<b>Legend.</b> The image is the slate" in page and "pips (1-4) = price tier" in page
     assert "(the chosen slot outlined)" in page
+
+
+def test_each_video_sits_beside_its_step_table_with_its_controls_below_the_picture(oracle_eval: Path) -> None:
+    """One flex row per replay, wrapping on narrow screens: the figure (caption, video, the player's bar under it)
+    and then the step table; the script swaps the video's own controls, which Chromium draws over the bottom of
+    the picture, for that bar (tests/test_browser.py measures it)."""
+    page = (oracle_eval / "report.html").read_text()
+    assert ".replay { display: flex; flex-wrap: wrap;" in page and ".steps { flex: 1 1 360px;" in page
+    videos = load_metrics(oracle_eval)["videos"]
+    assert page.count('<div class="replay">') == len(videos)
+    for block in page.split('<div class="replay">')[1:]:
+        figure, rest = block.split("</figure>", 1)
+        assert "<figcaption>" in figure and "<video controls" in figure and '<div class="player" hidden>' in figure
+        assert figure.index("<video") < figure.index('class="player"'), "the bar comes under the video"
+        assert rest.startswith('<div class="steps"'), "the table follows the figure in the same flex row"
+    assert "video.removeAttribute('controls')" in page and "player.hidden = false" in page
+
+
+#: each env's setting, its policy, and what the hidden truth of a row names, read from its state after a reset
+TRUTH_CASES = {
+    "diagnose": ("random", lambda env, row: env.conditions[2 * int(env.state.finding[row]) + (0 if bool(env.state.infection[row]) else 1)]),
+    "navigate": ("oracle", lambda env, row: f"{env.colours[int(env.state.colour[row, 0])]} {env.kinds[int(env.state.kind[row, 0])]}"),
+    "recommend": ("random", lambda env, row: f"wants a {env.catalog.colours[int(env.state.want_colour[row])]} "
+                                             f"{env.catalog.categories[int(env.state.want_category[row])]}"),
+    "recommend_long": ("myopic", lambda env, row: f"trust {int(env.state.trust[row])}/{env.params.trust_levels}"),
+    "tutor": ("random", lambda env, row: f"{env.skills[0]}* {int(env.state.level[row, 0])}/3"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("env_name", sorted(TRUTH_CASES))
+def test_replays_show_each_env_s_hidden_truth_and_why_episodes_end(env_name: str, tmp_path: Path) -> None:
+    """Every env's replays (panel and step table) carry what the agent could not see, in the env's own words
+    (``describe_truth``: the patient's condition, the target and verb, the shopper's wish, trust, mastery), and the
+    last frame says why the episode ended (``describe_end`` of the ``end_reason`` the episode really ended with)."""
+    from mmrl.configs.schema import EnvConfig
+    from mmrl.core.batched_env import select_rows
+    from mmrl.evaluate import EvaluateConfig, VideoConfig
+    from mmrl.video import END_COLOUR, TRUTH_COLOUR, EpisodeRecorder, replay_frames
+
+    policy, names = TRUTH_CASES[env_name]
+    options = env_options(env_name)
+    env_id = "mmrl/Recommend-v0" if env_name == "recommend_long" else f"mmrl/{env_name.capitalize()}-v0"
+    episodes, seed = 6, 40
+    config = EvaluateConfig(env=EnvConfig(name=env_name, id=env_id, options=options), policy=policy, episodes=episodes,
+                            seed=seed, baselines=["random"], video=VideoConfig(episodes=2, chosen=False, scale=2),
+                            out=str(tmp_path / "ev"))  # fmt: skip
+    metrics = load_metrics(write_evaluation(config))
+
+    # the truth at the start, and the end reason each episode really ends with, from a run of the same seeds
+    env = mmrl.make_batched(env_id, num_envs=episodes, **options)
+    env.reset(seed=seed)
+    starts = [env.describe_truth(select_rows(env.state, torch.tensor([row]))) for row in range(episodes)]
+    names_at_start = [names(env, row) for row in range(episodes)]
+    ends: dict[int, int] = {}
+
+    def note_ends(info: dict, done: torch.Tensor) -> None:
+        for row in torch.nonzero(done).flatten().tolist():
+            ends.setdefault(row, int(info["end_reason"][row]))
+
+    actor = make_reference_policy(policy, env, seed=seed)
+    run_episodes(env, actor.act, seed=seed, update=lambda info, done: (actor.update(info, done), note_ends(info, done)))
+    assert len(metrics["videos"]) == 2
+    for video in metrics["videos"]:
+        row, steps = video["episode"], video["steps"]
+        assert steps[0]["truth"] == starts[row] and names_at_start[row] in steps[0]["truth"], (steps[0], names_at_start[row])
+        assert all(step["truth"] for step in steps), "every frame has its truth"
+        words = env.describe_end(ends[row])
+        assert video["end"] == words and steps[-1]["outcome"] == f"ended: {words}", (video["end"], words)
+        assert all(not step["outcome"].startswith("ended:") for step in steps[:-1])
+
+    # the frames' panel draws them (in their colours), every line on the frame
+    env = mmrl.make_batched(env_id, num_envs=episodes, **options)
+    recorder = EpisodeRecorder(env, [0], seed)
+    actor = make_reference_policy(policy, env, seed=seed)
+    run_episodes(env, recorder.wrap_act(actor.act), seed=seed, update=recorder.wrap_update(actor.update))
+    trajectory = recorder.trajectories[0]
+    frames = replay_frames(env, trajectory, scale=2)
+    assert len({f.shape for f in frames}) == 1
+    panel = (frames[-1].shape[1] - PANEL_WIDTH) // 2 * 2
+
+    def has(frame: np.ndarray, colour: tuple[int, int, int]) -> bool:
+        return bool((np.abs(frame[:, panel:].astype(int) - colour).max(axis=2) < 8).sum() > 20)
+
+    assert all(has(frame, TRUTH_COLOUR) for frame in frames), "each frame shows the truth"
+    assert has(frames[-1], END_COLOUR) and trajectory.end and trajectory.done
+    # the whole panel fits: the last line drawn sits above the frame's bottom margin
+    rows_drawn = np.flatnonzero((frames[-1][:, panel + 8 :] > 100).any(axis=(1, 2)))
+    assert rows_drawn.max() < frames[-1].shape[0] - 4
+
+
+def test_the_last_frame_s_truth_is_the_state_the_last_step_left() -> None:
+    """The engine restarts a finished row within the step; the recorder reads the episode's last state from
+    ``successor`` (the same transition on a copy of the row): Tutor's patience is 0 on the frame where the student
+    quits (0 or below), not what it was before."""
+    from mmrl.video import EpisodeRecorder
+
+    env = mmrl.make_batched("mmrl/Tutor-v0", num_envs=16, **env_options("tutor"))
+    recorder = EpisodeRecorder(env, 16, seed=3)
+    actor = make_reference_policy("myopic", env, seed=3)
+    run_episodes(env, recorder.wrap_act(actor.act), seed=3, update=recorder.wrap_update(actor.update))
+    quits = [t for t in recorder.trajectories if t.end.startswith("the student quit")]
+    assert quits, [t.end for t in recorder.trajectories]
+    for trajectory in quits:
+        before, last = (int(re.search(r"; patience (-?\d+);", truth).group(1)) for truth in trajectory.truths[-2:])
+        assert last <= 0 < before, trajectory.truths[-2:]
+        assert len(trajectory.truths) == len(trajectory.images) == trajectory.length + 1
+
+
+@pytest.mark.parametrize("env_id", sorted(mmrl.ENV_CLASSES))
+def test_successor_is_the_state_the_step_leaves(env_id: str) -> None:
+    """``successor(rows, actions)`` equals the state ``step`` leaves in those rows (before any autoreset)."""
+    from mmrl.core.batched_env import select_rows
+
+    env = mmrl.make_batched(env_id, num_envs=8)
+    env.reset(seed=11)
+    rows = torch.tensor([1, 4, 6])
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(30):
+        actions = torch.randint(0, int(env.single_action_space.n), (8,), generator=generator)
+        expected = env.successor(rows, actions[rows])
+        _, _, terminated, truncated, _ = env.step(actions, autoreset=False)
+        after = select_rows(env.state, rows)
+        for f in dataclasses.fields(after):
+            assert torch.equal(getattr(expected, f.name), getattr(after, f.name)), (env_id, f.name)
+        done = terminated | truncated
+        if bool(done.any()):
+            env.reset(mask=done)
 
 
 @pytest.mark.parametrize(("env_name", "legend"), [("navigate", "white triangle"), ("diagnose", "chest scan")])

@@ -93,7 +93,7 @@ class BatchedEnv(ABC, Generic[StateT]):
     ``single_action_space`` and ``max_episode_steps`` in ``__init__``. What generic code (evaluation,
     reports, baselines) needs to know about a task it asks through the declarations below, never by the
     class's name: ``end_reasons``, ``value_key``, ``task_metrics``, :meth:`reference_policies`, :meth:`_action_mask`,
-    :meth:`describe_action`.
+    :meth:`describe_action`, :meth:`describe_truth`, :meth:`describe_end`.
 
     :param num_envs: number of instances ``B``.
     :param device: torch device holding every state tensor.
@@ -180,6 +180,21 @@ class BatchedEnv(ABC, Generic[StateT]):
         """Words for ``action`` in replays and reports (``action_names`` where the env has them)."""
         names = getattr(self, "action_names", None)
         return str(names[action]) if names is not None and 0 <= action < len(names) else f"action {action}"
+
+    def describe_truth(self, state: StateT) -> str:
+        """What a replay shows its viewer and not the agent, for a one-row ``state``: the hidden ground truth in
+        words (the patient's true condition, the target, the shopper's wish ...); ``""`` where there is none.
+
+        Replays (:mod:`mmrl.video`) and the report's step tables show it beside every observation, so a viewer can
+        tell a lucky guess from a right reading (#20). Called once per recorded frame, never in a step."""
+        return ""
+
+    def describe_end(self, reason: int) -> str:
+        """Words for ``end_reasons[reason]`` in replays and reports ("ended: <words>"); the engine's own step limit
+        is "out of steps". An env overrides it where its reasons' names are terse."""
+        if reason == len(self.end_reasons) - 1 and self.end_reasons[reason] == "step limit":
+            return f"out of steps (step limit {self.max_episode_steps})"
+        return self.end_reasons[reason]
 
     # ------------------------------------------------------------------ properties
     @property
@@ -269,6 +284,18 @@ class BatchedEnv(ABC, Generic[StateT]):
         obs = self._observe(self.state)
         info.update(decision_info)
         return obs, reward, terminated, truncated, info
+
+    def successor(self, rows: Tensor, actions: Tensor) -> StateT:
+        """The state rows ``rows`` will reach when :meth:`step` takes ``actions`` (int64[len(rows)]) there, as the
+        transition leaves it, before any autoreset: one ``_transition`` of a copy of those rows on the same step
+        keys, the env untouched. Replays read the hidden truth of an episode's last state from it, since the engine
+        replaces a finished row's state within the step (:mod:`mmrl.video`)."""
+        if self.state is None:
+            raise RuntimeError("successor() called before reset(); call reset() first")
+        state = select_rows(self.state, rows)
+        key = rng.step_key(self._episode_key.index_select(0, rows), state.elapsed)
+        next_state, _, _, _ = self._transition(state, actions.to(self.device, torch.int64), key)
+        return dataclasses.replace(next_state, elapsed=state.elapsed + 1)
 
     def compile(self, **options: Any) -> "BatchedEnv[StateT]":
         """Fuse this env's tensor programs with ``torch.compile``; returns ``self``.
