@@ -495,10 +495,11 @@ class Navigate(BatchedEnv[NavigateState]):
 
     # ------------------------------------------------------------------ rendering
     def describe_truth(self, state: NavigateState) -> str:
-        """The mission's verb and target (colour, kind, cell) of one row: what the instruction means."""
+        """The mission's verb and target of one row: what the instruction means, and the target's cell (row, column
+        of the grid, walls included; the object the image shows in that colour and kind)."""
         verb = "pick up" if int(state.mission[0]) == Mission.PICKUP else "go to"
         row, column = state.objects[0, 0].tolist()
-        return f"{verb} the {self.colours[int(state.colour[0, 0])]} {self.kinds[int(state.kind[0, 0])]} at row {row}, column {column}"
+        return f"{verb} the {self.colours[int(state.colour[0, 0])]} {self.kinds[int(state.kind[0, 0])]} (grid row {row}, column {column})"
 
     def describe_end(self, reason: int) -> str:
         """``success`` and the two failures in words (the step limit as the base says it)."""
