@@ -345,6 +345,19 @@ def test_the_last_frame_s_truth_is_the_state_the_last_step_left() -> None:
         assert len(trajectory.truths) == len(trajectory.images) == trajectory.length + 1
 
 
+def test_end_words_without_an_end_reason() -> None:
+    """An env whose info has no ``end_reason`` still gets an end in its replays: the step limit by the length."""
+    from mmrl.video import end_words
+
+    env = mmrl.make_batched(ENV_ID, num_envs=2, **OPTIONS)
+    info = {"episode_length": torch.tensor([env.max_episode_steps, 3])}
+    assert end_words(env, info, 0, finished=True) == "out of steps (step limit)"
+    assert end_words(env, info, 1, finished=True) == "terminated" and end_words(env, info, 1, finished=False) == ""
+    info["end_reason"] = torch.tensor([2, 1])
+    assert end_words(env, info, 0, finished=True) == f"out of steps (step limit {env.max_episode_steps})"
+    assert end_words(env, info, 1, finished=True) == "shopper left"
+
+
 @pytest.mark.parametrize("env_id", sorted(mmrl.ENV_CLASSES))
 def test_successor_is_the_state_the_step_leaves(env_id: str) -> None:
     """``successor(rows, actions)`` equals the state ``step`` leaves in those rows (before any autoreset)."""
