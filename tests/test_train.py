@@ -503,13 +503,15 @@ def test_resume_never_silently_restarts(tiny_run: Path, tmp_path: Path) -> None:
     assert summary["resumed_from"] is None and summary["total_timesteps"] == 320
 
 
-@pytest.mark.parametrize("env_name", ["navigate", "diagnose"])
-def test_other_envs_train_from_the_cli(env_name: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("env_name", "options"), [("navigate", []), ("navigate_full", ["env.options.image_size=32"]), ("diagnose_full", ["env.options.image_size=32"])]
+)
+def test_other_envs_train_from_the_cli(env_name: str, options: list[str], tmp_path: Path) -> None:
     run_dir = tmp_path / env_name
-    args = [*TINY, f"env={env_name}", "env.options.image_size=32", "total_timesteps=128", "eval_every=0", f"run_dir={run_dir}"]
+    args = [*TINY, f"env={env_name}", *options, "total_timesteps=128", "eval_every=0", f"run_dir={run_dir}"]
     check_ok(run_train(args, tmp_path))
     summary = summary_of(run_dir)
-    assert summary["env"] == f"mmrl/{env_name.capitalize()}-v0" and summary["total_timesteps"] == 128
+    assert summary["env"] == f"mmrl/{env_name.split('_')[0].capitalize()}-v0" and summary["total_timesteps"] == 128
 
 
 def test_env_compile_reaches_the_training_env() -> None:
