@@ -279,6 +279,7 @@ def test_each_env_brings_its_own_settings() -> None:
     assert compose_config(["env=diagnose"]).algo.hyperparams["gamma"] == 0.9
     assert tuned_settings("recommend") == ["dqn", "ppo"] and compose_config(["algo=dqn"]).algo.hyperparams["gamma"] == 0.5
     assert compose_config(["algo=dqn", "env=diagnose"]).algo.hyperparams["buffer_size"] == 5000
+    assert compose_config(["algo=dqn", "env=navigate"]).extractor.image_channels == [16, 32]
     assert compose_config(["algo=dqn", "env=tutor"]).algo.hyperparams["gamma"] == 0.95  # untuned: DQN's generic horizon
     assert compose_config(["env=recommend_full"]).algo.hyperparams["gamma"] == 0.95  # untuned: PPO's generic horizon
     assert compose_config(["env=diagnose"]).env.options["patients"] == 1 and compose_config(["env=diagnose_full"]).env.options["patients"] == 3
