@@ -16,7 +16,7 @@ from stable_baselines3.common.preprocessing import preprocess_obs
 
 import mmrl
 from mmrl.core.spaces import TextSpace, Vocabulary
-from mmrl.extractors import FUSIONS, IMAGE_ENCODERS, TEXT_ENCODERS, SentenceEmbeddingCache, save_tiny_bert
+from mmrl.extractors import FUSIONS, IMAGE_ENCODERS, TEXT_ENCODERS, SentenceEmbeddingCache, make_image_encoder, save_tiny_bert
 
 ENV_ID = "mmrl/Recommend-v0"
 #: tiny widths so the whole file runs in seconds on 2 cores
@@ -312,11 +312,36 @@ def test_pretrained_minilm(space32: spaces.Dict) -> None:
     assert extractor.text_encoder.embedding_dim == 384
 
 
+@pytest.mark.parametrize(
+    ("size", "channels", "shape"),
+    [(32, (16, 16), (16, 4, 4)), (36, (16, 32), (32, 3, 3)), (64, (16, 32, 32), (32, 4, 4)), (36, (8,), (8, 9, 9))],
+)
+def test_patch_encoder_tiles_the_image_exactly(size: int, channels: tuple[int, ...], shape: tuple[int, int, int]) -> None:
+    """Each cell of the patch encoder's map reads its own tile and nothing else: a 36 px image of 12 px
+    thumbnails (Recommend's long-term slate, Tutor) ends as one cell per thumbnail."""
+    encoder = make_image_encoder("patch", (3, size, size), channels)
+    assert encoder.feature_shape == shape
+    tile = size // shape[1]
+    images = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    changed = images.clone()
+    changed[:, :, tile : 2 * tile, 0:tile] = torch.rand(1, 3, tile, tile, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        moved = (encoder(changed) != encoder(images)).any(dim=1)[0]  # [h, w]: the cells that changed
+    expected = torch.zeros(shape[1:], dtype=torch.bool)
+    expected[1, 0] = True
+    assert moved.equal(expected)
+
+
+def test_patch_encoder_refuses_sides_that_are_not_multiples_of_4() -> None:
+    with pytest.raises(ValueError, match=r"image_encoder='patch' reads 4x4 patches.*got 30x30.*image_encoder='cnn'"):
+        make_image_encoder("patch", (3, 30, 30), (16, 16))
+
+
 # ------------------------------------------------------------------ errors
 
 
 def test_unknown_names_raise(space32: spaces.Dict) -> None:
-    with pytest.raises(ValueError, match=r"unknown image_encoder 'resnet'; valid choices: \['cnn', 'impala', 'nature', 'pretrained'\]"):
+    with pytest.raises(ValueError, match=r"unknown image_encoder 'resnet'; valid choices: \['cnn', 'impala', 'nature', 'patch', 'pretrained'\]"):
         mmrl.MultimodalExtractor(space32, image_encoder="resnet")
     with pytest.raises(ValueError, match=r"unknown text_encoder 'lstm'; valid choices: \[.*'pretrained'"):
         mmrl.MultimodalExtractor(space32, text_encoder="lstm")
