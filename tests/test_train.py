@@ -65,8 +65,9 @@ def test_default_config_composes(tmp_path: Path) -> None:
     result = run_train(["--cfg", "job"], tmp_path, timeout=60)
     check_ok(result)
     out = result.stdout
-    expected_lines = ("id: mmrl/Recommend-v0", "name: ppo", "fusion: film", "threads: 1", "resume: null", "n_steps: 64",
-                      "total_timesteps: 150000", "eval_every: 25000", "device_resident: false")  # the schema's defaults
+    expected_lines = ("id: mmrl/Recommend-v0", "name: ppo", "fusion: film", "threads: 1", "resume: null", "n_steps: 16",
+                      "total_timesteps: 150000", "eval_every: 25000", "device_resident: false",  # the schema's defaults
+                      "n_envs: 128", "image_encoder: patch")  # and Recommend's tuned PPO (configs/tuned/ppo/recommend.yaml)
     for expected in expected_lines:
         assert expected in out, f"{expected!r} not in the composed config:\n{out}"
     assert not (tmp_path / "runs").exists(), "--cfg job must not start a run"

@@ -57,13 +57,13 @@ class MultimodalExtractor(BaseFeaturesExtractor):
     :param observation_space: a ``Dict`` with ``image`` (channel-first ``uint8[C, H, W]``, which SB3 scales to
         [0, 1]) and ``text`` (token ids ``[L]``, pad 0, ideally a :class:`~mmrl.core.spaces.TextSpace`), plus
         any other keys (flattened and joined).
-    :param image_encoder: ``cnn``, ``nature``, ``impala`` or ``pretrained`` (a local Hugging Face vision model,
+    :param image_encoder: ``cnn``, ``patch``, ``nature``, ``impala`` or ``pretrained`` (a local Hugging Face vision model,
         :mod:`mmrl.extractors.pretrained_image`).
     :param text_encoder: ``bag``, ``gru``, ``transformer`` or ``pretrained``.
     :param fusion: ``concat``, ``gated``, ``film`` or ``cross_attention``.
     :param features_dim: size of the output.
     :param modalities: which of ``image``, ``text`` to use; dropping one is an ablation through the same code.
-    :param image_channels: conv widths of the image encoder (``None``: cnn (16, 32, 32), nature (32, 64, 64),
+    :param image_channels: conv widths of the image encoder (``None``: cnn (16, 32, 32), patch (16, 32), nature (32, 64, 64),
         impala (16, 32, 32)); for ``pretrained`` one width, of the trained 1x1 projection (``None``: (64,)).
     :param text_dim: embedding / hidden size of the text encoder (output projection size for ``pretrained``).
     :param text_layers: GRU or transformer layers (``None``: 1 for ``gru``, 2 for ``transformer``).
