@@ -1,8 +1,8 @@
 """Training frames per second: stock SB3 PPO / DQN vs mmrl's device-resident FastPPO / FastDQN (issue #6).
 
 Everything is measured in this one run, side by side on the same env and model: the default training config
-(``python -m mmrl.train``: easy Recommend, ``MultimodalExtractor`` with a small CNN + bag-of-words text and FiLM,
-``net_arch=[64]``, its PPO settings), the same ``n_envs``, ``n_steps`` and batch sizes:
+(``python -m mmrl.train``: easy Recommend, ``MultimodalExtractor`` with the patch encoder + bag-of-words text and
+one FiLM block since issue #19, ``net_arch=[64]``, its PPO settings), the same ``n_envs``, ``n_steps`` and batch sizes:
 
 * ``PPO (SB3)``: stock ``stable_baselines3.PPO`` on ``mmrl.make_vec(..., device)`` (numpy out);
 * ``FastPPO``: :class:`mmrl.agents.fast.FastPPO` (``algo.device_resident=true``) on
