@@ -14,6 +14,8 @@ one FiLM block since issue #19, ``net_arch=[64]``, its PPO settings), the same `
 Each rate is the median over ``--repeats`` windows; stock and fast windows alternate (A B A B) so that load from
 other processes hits both alike. For each agent the wall time is also split into rollout collection and
 ``train()`` (the unchanged SB3 losses), which is where the time goes. ``--profile`` adds a cProfile of FastPPO.
+Frames/s alone do not say how soon an agent learns: ``benchmarks/time_to_target.py`` measures the wall time to a share
+of the random-to-reference gap of whole training setups, A/B over seeds (issue #19).
 
 Usage: ``python benchmarks/train_throughput.py [--device cpu] [--n-envs 256] [--seconds 15 | --timesteps N]``
 """
