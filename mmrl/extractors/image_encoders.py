@@ -82,30 +82,32 @@ class ResidualBlock(nn.Module):
         return x + self.conv1(torch.relu(self.conv0(torch.relu(x))))
 
 
-def small_cnn(in_channels: int, channels: Sequence[int] = (16, 32, 32)) -> nn.Module:
+def small_cnn(image_shape: Sequence[int], channels: Sequence[int] = (16, 32, 32)) -> nn.Module:
     """Stride-2 4x4 convolutions, one per entry of ``channels`` (each halves the side)."""
     layers: list[nn.Module] = []
+    in_channels = int(image_shape[0])
     for out in channels:
         layers += [nn.Conv2d(in_channels, out, 4, stride=2, padding=1), nn.ReLU()]
         in_channels = out
     return nn.Sequential(*layers)
 
 
-def nature_cnn(in_channels: int, channels: Sequence[int] = (32, 64, 64)) -> nn.Module:
+def nature_cnn(image_shape: Sequence[int], channels: Sequence[int] = (32, 64, 64)) -> nn.Module:
     """The NatureCNN trunk (without its linear head)."""
     if len(channels) != 3:
         raise ValueError(f"image_encoder='nature' takes 3 image_channels; got {tuple(channels)}")
     c0, c1, c2 = channels
     return nn.Sequential(
-        nn.Conv2d(in_channels, c0, 8, stride=4), nn.ReLU(),
+        nn.Conv2d(int(image_shape[0]), c0, 8, stride=4), nn.ReLU(),
         nn.Conv2d(c0, c1, 4, stride=2), nn.ReLU(),
         nn.Conv2d(c1, c2, 3, stride=1), nn.ReLU(),
     )  # fmt: skip
 
 
-def impala_cnn(in_channels: int, channels: Sequence[int] = (16, 32, 32)) -> nn.Module:
+def impala_cnn(image_shape: Sequence[int], channels: Sequence[int] = (16, 32, 32)) -> nn.Module:
     """The IMPALA ResNet trunk: one stage (conv, max-pool /2, two residual blocks) per entry of ``channels``."""
     layers: list[nn.Module] = []
+    in_channels = int(image_shape[0])
     for out in channels:
         layers += [
             nn.Conv2d(in_channels, out, 3, padding=1),
@@ -123,38 +125,30 @@ def _smallest_factor(side: int) -> int:
     return next((f for f in range(2, side + 1) if side % f == 0), 1)
 
 
-class PatchCNN(nn.Sequential):
+def patch_cnn(image_shape: Sequence[int], channels: Sequence[int] = (16, 32)) -> nn.Module:
     """A 4x4/4 patch stem to ``channels[0]``, then one merge (a convolution whose stride is its kernel) per
     further width.
 
     Each merge joins the smallest block of cells that tiles the map exactly (2x2 on a side of 8 or 16, 3x3 on a
     side of 9), so no pixel is dropped and a 36 px image of 12 px thumbnails ends as one cell per thumbnail.
     """
-
-    def __init__(self, in_channels: int, channels: Sequence[int] = (16, 32)):
-        super().__init__()
-        self.in_channels, self.widths = in_channels, tuple(channels)
-
-    def build(self, height: int, width: int) -> PatchCNN:
-        """Add the layers for images of ``height`` x ``width`` (multiples of 4); returns ``self``."""
-        if height % 4 or width % 4:
-            raise ValueError(
-                f"image_encoder='patch' reads 4x4 patches, so the image's sides must be multiples of 4; got {height}x{width}. "
-                "Use an image_size that is a multiple of 4 or image_encoder='cnn'"
-            )
-        in_channels, (height, width) = self.in_channels, (height // 4, width // 4)
-        for i, out in enumerate(self.widths):
-            size = (4, 4) if i == 0 else (_smallest_factor(height), _smallest_factor(width))
-            if i > 0:
-                height, width = height // size[0], width // size[1]
-            self.append(nn.Conv2d(in_channels, out, size, stride=size))
-            self.append(nn.ReLU())
-            in_channels = out
-        return self
+    in_channels, height, width = (int(s) for s in image_shape)
+    if height % 4 or width % 4:
+        raise ValueError(
+            f"image_encoder='patch' reads 4x4 patches, so the image's sides must be multiples of 4; got {height}x{width}. "
+            "Use an image_size that is a multiple of 4 or image_encoder='cnn'"
+        )
+    size, (height, width) = (4, 4), (height // 4, width // 4)
+    layers: list[nn.Module] = []
+    for out in channels:
+        layers += [nn.Conv2d(in_channels, out, size, stride=size), nn.ReLU()]
+        in_channels, size = out, (_smallest_factor(height), _smallest_factor(width))
+        height, width = height // size[0], width // size[1]
+    return nn.Sequential(*layers)
 
 
-#: name -> trunk builder ``(in_channels, channels) -> nn.Module``
-IMAGE_ENCODERS: dict[str, Callable[..., nn.Module]] = {"cnn": small_cnn, "nature": nature_cnn, "impala": impala_cnn, "patch": PatchCNN}
+#: name -> trunk builder ``(image_shape (C, H, W), channels) -> nn.Module``
+IMAGE_ENCODERS: dict[str, Callable[..., nn.Module]] = {"cnn": small_cnn, "nature": nature_cnn, "impala": impala_cnn, "patch": patch_cnn}
 
 
 def make_image_encoder(name: str, image_shape: Sequence[int], channels: Sequence[int] | None = None) -> ImageEncoder:
@@ -169,7 +163,5 @@ def make_image_encoder(name: str, image_shape: Sequence[int], channels: Sequence
     if channels is not None and (len(channels) == 0 or any(int(c) < 1 for c in channels)):
         raise ValueError(f"image_channels must be positive widths; got {tuple(channels)}")
     build = IMAGE_ENCODERS[name]
-    trunk = build(int(image_shape[0])) if channels is None else build(int(image_shape[0]), tuple(int(c) for c in channels))
-    if isinstance(trunk, PatchCNN):  # its merges are chosen for the image's size
-        trunk = trunk.build(int(image_shape[1]), int(image_shape[2]))
+    trunk = build(image_shape) if channels is None else build(image_shape, tuple(int(c) for c in channels))
     return ImageEncoder(name, trunk, image_shape)
