@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.utils import LinearSchedule
 from stable_baselines3.common.vec_env import VecEnv
 from torch import nn
 
@@ -60,6 +61,32 @@ DEVICE_RESIDENT: dict[str, tuple[str, str]] = {
     "ppo": ("mmrl.agents.fast", "FastPPO"),
     "dqn": ("mmrl.agents.fast", "FastDQN"),
 }
+
+#: hyper-parameters that take RL Zoo's linear schedule ``"lin_<start>"`` (from ``start`` down to 0 over the run)
+SCHEDULED = ("learning_rate", "clip_range", "clip_range_vf")
+
+
+def with_schedules(algo_kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """``algo_kwargs`` with each ``"lin_<start>"`` of :data:`SCHEDULED` turned into SB3's linear schedule from
+    ``start`` to 0 (as RL Zoo's hyperparameter files write it, e.g. ``learning_rate: lin_2e-3``).
+
+    :raises ValueError: on a schedule string that is not ``lin_`` and a positive number."""
+    out = dict(algo_kwargs)
+    for key in SCHEDULED:
+        value = out.get(key)
+        if not isinstance(value, str):
+            continue
+        start = None
+        if value.startswith("lin_"):
+            try:
+                start = float(value[4:])
+            except ValueError:
+                pass
+        if start is None or not start > 0:
+            raise ValueError(f"{key}={value!r}: expected a positive number or a linear schedule 'lin_<start>' (e.g. 'lin_2e-3')")
+        out[key] = LinearSchedule(start, 0.0, 1.0)
+    return out
+
 
 #: constructor arguments set by :func:`build_algorithm` itself, not accepted among the hyper-parameters
 RESERVED = ("policy", "env", "seed", "device", "policy_kwargs", "tensorboard_log", "verbose", "_init_setup_model")
@@ -113,6 +140,8 @@ def check_algo_kwargs(name: str, algo_kwargs: Mapping[str, Any], device_resident
     if unknown:
         raise ValueError(f"{cls.__name__} does not take the hyper-parameters {unknown}; valid choices: {valid}")
     for key, value in algo_kwargs.items():
+        if key in SCHEDULED and isinstance(value, str):
+            with_schedules({key: value})  # raises on a malformed schedule
         rule = HYPERPARAMETER_RANGES.get(key)
         if rule is not None and isinstance(value, (int, float)) and not isinstance(value, bool) and not rule[0](value):
             raise ValueError(f"{cls.__name__} hyper-parameter {key}={value!r}: must be {rule[1]}")
@@ -156,7 +185,7 @@ def build_algorithm(
     policy = ALGORITHMS[algo_name][2]
     return cls(
         policy, env, seed=seed, device=device, verbose=verbose,
-        policy_kwargs=policy_kwargs_for(extractor_kwargs, policy_kwargs), **dict(algo_kwargs),
+        policy_kwargs=policy_kwargs_for(extractor_kwargs, policy_kwargs), **with_schedules(algo_kwargs),
     )  # fmt: skip
 
 

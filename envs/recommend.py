@@ -40,7 +40,10 @@ the myopic policy is optimal). Three mechanisms of RecSim, KuaiSim and SARDINE's
   genuine and once clickbait, in shuffled slots, so the wished item is always on offer both ways.
 * *trust* (``trust_levels``, ``trust_weight``, ``betrayal``): a hidden trust level, from 0 to ``trust_levels``,
   starts in the middle, rises by 1 per genuine click and falls by ``betrayal`` per clickbait click; every level
-  above or below the start adds or takes ``trust_weight`` affinity points from every later item.
+  below the start takes ``trust_weight`` affinity points from every later item (a wary shopper clicks less), while
+  trust above the start shows only in return visits, so a trusted shopper still wants what they asked for. Every
+  utterance opens with the shopper's mood (``upset`` ... ``thrilled``: trust in five steps), as a tone of voice shows
+  how a customer feels: the cost of a clickbait click is heard at once, not only when the visit ends.
 * *retention* (``sessions``, ``session_steps``): an episode spans up to ``sessions`` visits of ``session_steps``
   steps; when a visit ends (or patience runs out) the shopper comes back with probability
   ``trust / trust_levels``, with a new wish, fresh patience and a greeting that shows their trust ("back again !
@@ -64,7 +67,9 @@ long-term setting ``trust`` and ``session``); about the step just taken: ``click
 **Arguments.** See :class:`RecommendParams`.
 
 **Version history.** v0: first release; the long-term setting's options (off by default: the
-short-term task's episodes and vocabulary are unchanged).
+short-term task's episodes and vocabulary are unchanged); in the long-term setting, trust above the start no longer
+adds clicks, and the utterance opens with the shopper's mood (issue #14: the wish had stopped mattering to a
+trusted shopper, and the cost of clickbait was hidden until the visit ended).
 """
 
 from __future__ import annotations
@@ -135,7 +140,8 @@ class RecommendParams:
     """Long-term setting: the shopper's trust runs from 0 to ``trust_levels`` (0: no trust dynamics), starts in
     the middle, rises by 1 per genuine click and falls by ``betrayal`` per clickbait click."""
     trust_weight: int = 1
-    """Affinity per trust level above (or below) the start: trust scales every future click."""
+    """Affinity taken from every item per trust level below the start: distrust lowers every future click (trust
+    above the start adds nothing to clicks; it brings the shopper back)."""
     betrayal: int = 2
     """Trust lost per clickbait click."""
     sessions: int = 1
@@ -249,7 +255,10 @@ REQUESTS = (
     "show me a {colour} {category} , at most {budget} dollars",
     "looking for a {category} in {colour} , budget {budget} dollars",
 )
-_SLOTS = {"{colour}": -1, "{category}": -2, "{budget}": -3}
+_SLOTS = {"{colour}": -1, "{category}": -2, "{budget}": -3, "{mood}": -4}
+#: with trust dynamics, every utterance opens with the shopper's mood, trust / trust_levels in five steps: what
+#: they say shows how they feel about the recommender, as a shopper's tone does
+MOODS = ("upset", "wary", "calm", "glad", "thrilled")
 PHRASINGS = 3
 
 # Affinity in integer units (see the module docstring); click probability by affinity.
@@ -344,7 +353,8 @@ class Recommend(BatchedEnv[RecommendState]):
         words = [w for text in (*sum(short, ()), *REQUESTS) for w in text.split() if w not in _SLOTS]
         budget_words = [str(b) for b in TIER_BOUNDS]
         long_words = [w for i in self._intents if i in _LONG_TERM_INTENTS for text in FEEDBACK[i] for w in text.split()]
-        self.vocabulary = Vocabulary([*words, *cat.categories, *cat.colours, *budget_words, *long_words])
+        mood_words = list(MOODS) if p.trust_levels else []
+        self.vocabulary = Vocabulary([*words, *cat.categories, *cat.colours, *budget_words, *long_words, *mood_words])
         self.single_observation_space = spaces.Dict(
             {"image": image_space(p.image_size, p.image_size), "text": TextSpace(self.vocabulary, p.max_text_length)}
         )
@@ -371,7 +381,7 @@ class Recommend(BatchedEnv[RecommendState]):
         self._n_categories, self._n_colours = len(cat.categories), len(cat.colours)
         self._trust_start = p.trust_levels // 2
         self._a_min = _A_MIN - p.trust_weight * self._trust_start
-        self._a_max = _A_MAX + p.clickbait_appeal + p.trust_weight * (p.trust_levels - self._trust_start)
+        self._a_max = _A_MAX + p.clickbait_appeal
         a = torch.arange(self._a_min, self._a_max + 1, dtype=torch.float64)
         self._click_table = torch.sigmoid(0.75 * (a - 7)).to(torch.float32).to(dev)
         # the long-term slate: the 2x2 design once genuine (slots 0-3 of the plan) and once clickbait (4-7)
@@ -382,6 +392,9 @@ class Recommend(BatchedEnv[RecommendState]):
         self._category_word = torch.tensor([self.vocabulary.id(w) for w in cat.categories], device=dev)
         self._colour_word = torch.tensor([self.vocabulary.id(w) for w in cat.colours], device=dev)
         self._budget_word = torch.tensor([self.vocabulary.id(w) for w in budget_words], device=dev)
+        # mood word by trust level (unused without trust dynamics)
+        mood = [MOODS[round((len(MOODS) - 1) * t / max(p.trust_levels, 1))] for t in range(p.trust_levels + 1)]
+        self._mood_word = torch.tensor([self.vocabulary.id(w) for w in mood] if p.trust_levels else [0], device=dev)
         rows, cols = p.grid
         blank = np.zeros((1, 3, p.tile, p.tile), dtype=np.uint8)
         atlas = torch.from_numpy(np.concatenate([cat.thumbnails, blank]))
@@ -418,20 +431,25 @@ class Recommend(BatchedEnv[RecommendState]):
             for feedback in FEEDBACK[intent]:
                 row = []
                 for request in REQUESTS:
-                    tokens = ids(feedback) + ids(request)
+                    tokens = ([_SLOTS["{mood}"]] if self.params.trust_levels else []) + ids(feedback) + ids(request)
                     if len(tokens) > length:
                         raise ValueError(f"max_text_length={length} is too short for {feedback!r} + {request!r} ({len(tokens)} tokens)")
                     row.append(tokens + [0] * (length - len(tokens)))
                 table.append(row)
         return torch.tensor(table, dtype=torch.int64)
 
-    def _utterance(self, intent: Tensor, u: Tensor, want_category: Tensor, want_colour: Tensor, budget: Tensor) -> Tensor:
-        """int64[B, L] token ids of the shopper's feedback for ``intent`` followed by their wish."""
+    def _utterance(
+        self, intent: Tensor, u: Tensor, want_category: Tensor, want_colour: Tensor, budget: Tensor, trust: Tensor
+    ) -> Tensor:
+        """int64[B, L] token ids of the shopper's feedback for ``intent`` followed by their wish (with trust
+        dynamics, after a word of their mood)."""
         phrasing = intent * PHRASINGS + rng.randint(u[:, 0], PHRASINGS)
         text = self._text_table[phrasing, rng.randint(u[:, 1], len(REQUESTS))]
         # placeholders -1, -2, -3 pick the wish's colour, category and budget word of the row
         words = torch.stack(
-            [self._colour_word[want_colour], self._category_word[want_category], self._budget_word[budget]], dim=1
+            [self._colour_word[want_colour], self._category_word[want_category], self._budget_word[budget],
+             self._mood_word[trust if self.params.trust_levels else torch.zeros_like(trust)]],
+            dim=1,
         )
         return torch.where(text < 0, words.gather(1, (-1 - text).clamp_(min=0)), text)
 
@@ -479,7 +497,7 @@ class Recommend(BatchedEnv[RecommendState]):
         if p.clickbait_appeal:
             a += self._item_clickbait[items] * p.clickbait_appeal
         if p.trust_levels:
-            a += (p.trust_weight * (state.trust - self._trust_start))[:, None]
+            a -= (p.trust_weight * (self._trust_start - state.trust).clamp(min=0))[:, None]
         return a
 
     def _reward(self, click: Tensor, purchase: Tensor, price: Tensor, leaves_if_rejected: Tensor) -> Tensor:
@@ -514,7 +532,7 @@ class Recommend(BatchedEnv[RecommendState]):
         budget = rng.randint(u[:, d.budget], len(TIER_BOUNDS))
         slate = self._draw_slate(u[:, d.slate], want_category, want_colour)
         intent = torch.full_like(budget, Intent.GREET)
-        text = self._utterance(intent, u[:, d.text], want_category, want_colour, budget)
+        text = self._utterance(intent, u[:, d.text], want_category, want_colour, budget, torch.full_like(budget, self._trust_start))
         minus_one = torch.full((batch,), -1, dtype=torch.int64, device=self.device)
         values = torch.zeros(batch, p.slate_size, dtype=torch.float32, device=self.device)
         state = RecommendState(
@@ -607,7 +625,7 @@ class Recommend(BatchedEnv[RecommendState]):
             greeting = torch.where(trust >= self._trust_start, Intent.BACK_HAPPY, Intent.BACK_WARY)
             intent = torch.where(returned, greeting, torch.where(clickbait_click, Intent.DISAPPOINTED, intent))
         slate = self._draw_slate(u[:, d.slate], want_category, want_colour)
-        text = self._utterance(intent, u[:, d.text], want_category, want_colour, state.budget)
+        text = self._utterance(intent, u[:, d.text], want_category, want_colour, state.budget, trust)
         next_state = dataclasses.replace(
             state,
             want_category=want_category,

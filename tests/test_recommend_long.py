@@ -140,6 +140,48 @@ def test_long_term_dynamics_match_a_per_row_loop_reference() -> None:
     assert all(count > 5 for count in checked.values()), checked
 
 
+def test_distrust_lowers_every_click_and_trust_above_the_start_adds_none() -> None:
+    """A per-row loop reference of the affinity's trust term: ``trust_weight`` points off every item per level below
+    the start, nothing above it (a trusted shopper still wants what they asked for: the wish stays decisive)."""
+    env = Recommend(num_envs=32, **LONG)
+    env.reset(seed=5)
+    p, start = env.params, env.params.trust_levels // 2
+    for trust in range(p.trust_levels + 1):
+        state = dataclasses.replace(env.state, trust=torch.full_like(env.state.trust, trust))
+        got = env._affinity(state, state.slate)
+        neutral = env._affinity(dataclasses.replace(state, trust=torch.full_like(state.trust, start)), state.slate)
+        for row in range(32):
+            for slot in range(p.slate_size):
+                want = int(neutral[row, slot]) - p.trust_weight * max(start - trust, 0)
+                assert int(got[row, slot]) == want, (trust, row, slot)
+    # at full trust a category-only match is still far less clickable than the wished item (within budget)
+    state = dataclasses.replace(env.state, trust=torch.full_like(env.state.trust, p.trust_levels))
+    clicks = env._with_slot_values(state).slot_click
+    items = state.slate
+    exact = (env._item_category[items] == state.want_category[:, None]) & (env._item_colour[items] == state.want_colour[:, None])
+    category_only = (env._item_category[items] == state.want_category[:, None]) & ~exact
+    plain = ~env._item_clickbait[items] & (env._item_tier[items] <= state.budget[:, None])  # genuine, affordable
+    assert float(clicks[exact & plain].mean()) > float(clicks[category_only & plain].mean()) + 0.4
+
+
+def test_every_utterance_opens_with_the_mood_that_trust_sets() -> None:
+    from mmrl.envs.recommend import MOODS
+
+    env = Recommend(num_envs=256, **LONG)
+    obs, info = env.reset(seed=2)
+    assert {env.vocabulary.words[int(w)] for w in obs["text"][:, 0]} == {"calm"}
+    seen = set()
+    for _ in range(12):
+        actions = torch.where(info["clickbait"], info["expected_reward"], -1.0).argmax(dim=1)  # clickbait: trust falls
+        obs, _, terminated, truncated, info = env.step(actions)
+        for row in torch.nonzero(~(terminated | truncated)).flatten()[::7].tolist():  # (a finished row shows a new episode)
+            level = round((len(MOODS) - 1) * int(info["trust"][row]) / env.params.trust_levels)
+            assert env.vocabulary.words[int(obs["text"][row, 0])] == MOODS[level]
+            seen.add(level)
+    assert {0, 2} <= seen
+    assert not set(MOODS) & set(Recommend().vocabulary.words)  # the short-term task's text is unchanged
+
+
 def test_feedback_tells_disappointment_and_trust_on_return() -> None:
     env = Recommend(num_envs=512, **LONG)
     obs, info = env.reset(seed=1)
@@ -152,7 +194,7 @@ def test_feedback_tells_disappointment_and_trust_on_return() -> None:
             assert set(obs["text"][row].tolist()) & disappointed, env.decode(obs["text"][row])
             seen["disappointed"] += 1
         for row in torch.nonzero(info["returned"]).flatten()[:20].tolist():
-            text = env.decode(obs["text"][row])
+            text = env.decode(obs["text"][row]).split(" ", 1)[1]  # after the mood word
             assert text.startswith(("back", "hi again", "i am back")), text
             seen["back"] += 1
     assert seen["disappointed"] > 20 and seen["back"] > 0, seen

@@ -200,7 +200,7 @@ def test_help_lists_groups_options_keys_and_examples(tmp_path: Path) -> None:
     for text in ("[recommend]", "navigate_full", "[ppo]", "recurrent_ppo", "[film]", "cross_attention", "recommend_long",
                  "total_timesteps=150000", "Env steps (summed over instances) at which the run ends", "seed=0",
                  "env.options.<option>", "algo.hyperparams.<name>", "Examples:", "python -m mmrl.train env=navigate",
-                 "Tuned settings", "algo=ppo            diagnose, navigate, recommend, recommend_long, tutor"):  # fmt: skip
+                 "Tuned settings", "algo=ppo            diagnose, navigate, recommend, recommend_long, recommend_revenue, tutor"):  # fmt: skip
         assert text in page, f"{text!r} not in --help:\n{page}"
     assert "schema" not in page.replace("configs/schema.py", ""), page
     hydra = run_train(["--cfg", "hydra"], tmp_path, timeout=60)
@@ -432,6 +432,20 @@ def test_builders_check_names_and_hyperparameters(monkeypatch: pytest.MonkeyPatc
     with pytest.raises(ImportError, match="pip install sb3-contrib"):
         builders.algorithm_class("recurrent_ppo")
 
+
+
+def test_linear_schedules_as_rl_zoo_writes_them(tmp_path: Path) -> None:
+    """``learning_rate: lin_2e-3`` (RL Zoo's notation) decays linearly to 0 over the run; a malformed one is refused."""
+    kwargs = builders.with_schedules({"learning_rate": "lin_2e-3", "clip_range": 0.2, "gamma": 0.9})
+    schedule = kwargs["learning_rate"]
+    assert (schedule(1.0), schedule(0.5), schedule(0.0)) == pytest.approx((2e-3, 1e-3, 0.0))
+    assert kwargs["clip_range"] == 0.2 and kwargs["gamma"] == 0.9
+    for bad in ("lin_x", "lin_-1", "2e-3", "cos_1e-3"):
+        with pytest.raises(ValueError, match=rf"learning_rate='{bad}': expected a positive number or a linear schedule"):
+            builders.check_algo_kwargs("ppo", {"learning_rate": bad})
+    run_dir = tmp_path / "lin"
+    check_ok(run_train([*TINY, "algo.hyperparams.learning_rate=lin_1e-3", "total_timesteps=128", "eval_every=0", f"run_dir={run_dir}"], tmp_path))
+    assert summary_of(run_dir)["total_timesteps"] == 128
 
 @pytest.mark.slow
 def test_multirun_sweeps_seeds_and_extractors(tmp_path: Path) -> None:
