@@ -35,6 +35,7 @@ import json
 import shutil
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -214,7 +215,10 @@ def load_run_model(run_dir: Path, device: str, unsafe_pickle: bool = False) -> t
                 config.algo.hyperparams = {**config.algo.hyperparams, "buffer_size": 1, "learning_starts": 0}
             vec = mmrl.make_vec(config.env.id, num_envs=1, device=device, as_tensors=config.algo.device_resident,
                                 **config.env.options)  # fmt: skip
-            model = build_model(config, vec, device)
+            with warnings.catch_warnings():
+                # one instance makes a rollout shorter than the training mini-batch; evaluation never trains
+                warnings.filterwarnings("ignore", message="You have specified a mini-batch size", category=UserWarning)
+                model = build_model(config, vec, device)
             model.set_parameters(str(path), exact_match=True, device=device)
             return model, path, skipped
         except Exception as error:  # noqa: BLE001 - a damaged file of any kind: try the next one

@@ -432,6 +432,17 @@ def test_agent_run(tiny_run: Path) -> None:
     assert first["policies"]["agent"]["better_than_random"] in (True, False)
 
 
+
+def test_loading_a_run_does_not_warn_about_the_training_batch(tiny_run: Path, tmp_path: Path) -> None:
+    """The model is rebuilt on one instance (a 32-step rollout against the run's 64-sample batches): SB3 would warn
+    about a truncated mini-batch, which means nothing for an evaluation."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main([f"run={tiny_run}", "episodes=4", "video.episodes=0", "video.chosen=false", f"out={tmp_path / 'ev'}"]) == 0
+    assert not [w for w in caught if "mini-batch" in str(w.message)], [str(w.message) for w in caught]
+
 def test_stochastic_agent_replays_reproduce_the_evaluated_episodes(tiny_run: Path, tmp_path: Path) -> None:
     """With sampled actions the chosen episodes are replayed after the same torch seed: the same returns."""
     out = run_cli([f"run={tiny_run}", "episodes=16", "video.episodes=1", "deterministic=false", "baselines=[random]",
