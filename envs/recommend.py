@@ -392,9 +392,9 @@ class Recommend(BatchedEnv[RecommendState]):
         self._category_word = torch.tensor([self.vocabulary.id(w) for w in cat.categories], device=dev)
         self._colour_word = torch.tensor([self.vocabulary.id(w) for w in cat.colours], device=dev)
         self._budget_word = torch.tensor([self.vocabulary.id(w) for w in budget_words], device=dev)
-        # mood word by trust level (unused without trust dynamics)
+        # mood word by trust level (with trust dynamics only)
         mood = [MOODS[round((len(MOODS) - 1) * t / max(p.trust_levels, 1))] for t in range(p.trust_levels + 1)]
-        self._mood_word = torch.tensor([self.vocabulary.id(w) for w in mood] if p.trust_levels else [0], device=dev)
+        self._mood_word = torch.tensor([self.vocabulary.id(w) for w in mood], device=dev) if p.trust_levels else None
         rows, cols = p.grid
         blank = np.zeros((1, 3, p.tile, p.tile), dtype=np.uint8)
         atlas = torch.from_numpy(np.concatenate([cat.thumbnails, blank]))
@@ -445,12 +445,11 @@ class Recommend(BatchedEnv[RecommendState]):
         dynamics, after a word of their mood)."""
         phrasing = intent * PHRASINGS + rng.randint(u[:, 0], PHRASINGS)
         text = self._text_table[phrasing, rng.randint(u[:, 1], len(REQUESTS))]
-        # placeholders -1, -2, -3 pick the wish's colour, category and budget word of the row
-        words = torch.stack(
-            [self._colour_word[want_colour], self._category_word[want_category], self._budget_word[budget],
-             self._mood_word[trust if self.params.trust_levels else torch.zeros_like(trust)]],
-            dim=1,
-        )
+        # placeholders -1, -2, -3 (and -4 with trust dynamics) pick the wish's colour, category, budget (and mood) word
+        columns = [self._colour_word[want_colour], self._category_word[want_category], self._budget_word[budget]]
+        if self._mood_word is not None:
+            columns.append(self._mood_word[trust])
+        words = torch.stack(columns, dim=1)
         return torch.where(text < 0, words.gather(1, (-1 - text).clamp_(min=0)), text)
 
     # ------------------------------------------------------------------ slates
