@@ -2,9 +2,10 @@
 
 **Task.** A simulated student works toward a session goal (a skill of a small prerequisite graph) and says so.
 Each step the agent is shown a slate of ``K`` candidate exercises as one image and assigns one slot; the student
-answers it, right or wrong, may learn from it, forgets a little of what was not practised, and says how it went
-("too easy", "i do not get adding yet", "i am bored , maybe shapes ?"). Failures and boredom cost the student's
-patience; when it runs out they quit. The reward is what the student learnt toward the goal.
+answers it, right or wrong, may learn from it, forgets a little of what was not practised, and says where they
+stand ("counting strong adding weak ...") and how it went ("too easy", "i do not get adding yet", "i am bored ,
+maybe shapes ?"). Failures and boredom cost the student's patience; when it runs out they quit. The reward is what
+the student learnt toward the goal.
 
 **Skills** (:data:`SKILLS`, a prefix of ``num_skills`` of them; prerequisites in :data:`PREREQUISITES`)::
 
@@ -30,6 +31,9 @@ builds on (fractions: counting, adding, fractions). Rewards count the path only.
 * Patience starts at ``patience`` to ``patience + 2`` (and never exceeds that start + 2): +1 after a right answer
   to a not-too-easy exercise, -1 after a wrong answer, -1 after a too-easy one, and -1 more when the skill is the
   same as in the last ``boredom_streak - 1`` steps (boredom). At 0 the student quits.
+* Self-assessment: the student rates each skill at the level it had after their last exercise on it (at the start:
+  the placement, their true levels). Forgetting goes unnoticed until the skill is practised again, so the rating can
+  lie above the truth; the levels themselves stay hidden.
 
 **Why planning beats the myopic policy.** The myopic choice (``myopic``: the highest chance of a right answer now)
 is an exercise at or below the student's level whenever the slate has one: it teaches nothing, bores them, and they
@@ -38,25 +42,25 @@ development on a ready skill of the path, prerequisites first, varied enough not
 being forgotten: ``curriculum`` does the first part (one step at a time), ``planner`` (Monte-Carlo lookahead on the
 true state over ``curriculum``) also trades boredom, risk of failure and forgetting ahead.
 
-**Why it needs both modalities.** Only the image shows which exercise trains which skill at which difficulty
-(skill = a coloured symbol, difficulty = 1-3 pips) and the student's record (the last attempt on each skill, right or
-wrong, the latest framed); only the text tells the goal (which decides which skills earn anything), whether the last
-answer was right and how the student stands (which prerequisite they lack, what was too easy, what they forgot, what
-they learnt). Each slot's skill is drawn from the goal's path with probability ``path_share`` and from all skills
-otherwise, in random slots, and every goal's slates show every skill: an image-only agent can guess the goal only
-from how often path skills turn up (a weak cue), and cannot see which difficulty fits; a text-only agent knows the
-goal and the student's words but not which slot holds which exercise (its choice is a random slot).
+**Why it needs both modalities.** The image is the exercises, the text is the student. Only the image shows which
+slot trains which skill at which difficulty (skill = a coloured symbol, difficulty = 1-3 pips); only the text tells
+where the student stands (their rating of each skill, which fixes the difficulty that teaches and the skills that
+are open), the goal (which decides which skills earn anything), the last exercise's skill and answer (what a
+repeat would bore) and their remark (which prerequisite they lack, what was too easy, what they forgot or learnt).
+An image-only agent sees the offer but not the student: it cannot tell an exercise that teaches from one that is
+too easy or out of reach, and can guess the goal only from how often path skills turn up (each slot's skill comes
+from the goal's path with probability ``path_share``, else from all skills, and every goal's slates show every
+skill). A text-only agent knows the student but not which slot holds which exercise: its choice is a random slot.
 
 **Action space.** ``Discrete(K)``: the slot to assign. Every slot holds an exercise (two may coincide), so
 ``action_masks()`` is all true.
 
 **Observation space.** ``Dict(image=Box(0, 255, (3, S, S), uint8), text=TextSpace(V, L))``. The image is a grid of
-``num_skills + K`` cells, row by row: first the student's record, one cell per skill in the graph's order (the
-difficulty of the last attempt on that skill this session on a green ground if it was answered right, red if wrong,
-the latest attempt framed in white; a dim symbol without pips before any attempt), then the ``K`` slots. Each cell
-shows the skill's symbol (counting red disc, adding blue plus, shapes green triangle, fractions yellow half-disc, areas
-purple square) over 1-3 white pips of difficulty. The record is history the student's worksheet shows, not their
-mastery: that stays hidden. The text is ``<answer> . <remark> . <goal>``.
+the ``K`` slots, row by row (a square grid; cells past ``K`` are empty). Each cell shows the exercise's skill as a
+symbol (counting red disc, adding blue plus, shapes green triangle, fractions yellow half-disc, areas purple square)
+over 1-3 white pips of difficulty. The text is ``<standing> . <answer> . <remark> . <goal>``: the standing names
+every skill of the graph in order with the student's rating (:data:`LEVEL_WORDS`: ``new`` 0, ``weak`` 1, ``fair`` 2,
+``strong`` 3), the answer names the last exercise's skill ("adding : right", "oops , i got the shapes one wrong").
 
 **Rewards** (``reward=``): ``mastery`` (default) the levels gained minus the levels forgotten on the goal's path
 this step, divided by 3 (a fully learnt skill is worth 1); ``post_test`` (harder: sparse and delayed) 0 on every step
@@ -74,7 +78,8 @@ step, else 0), ``quit`` and ``end_reason``.
 
 **Arguments.** See :class:`TutorParams`.
 
-**Version history.** v0: first release (#18).
+**Version history.** v0 (#18). Before any release, v0's image also showed the student's record of attempts and its
+text had no standing; a learner reached 46% of the random-to-planner gap with that observation (BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -121,6 +126,10 @@ ZPD_TARGET = 0.65
 REWARD_MODES = ("mastery", "post_test")
 #: smallest cell (pixels) that shows a skill symbol above three separate pips
 MIN_TILE = 10
+#: how the student rates each level of a skill (0..LEVELS) when they say where they stand
+LEVEL_WORDS = ("new", "weak", "fair", "strong")
+#: tokens of the longest utterance (answer, remark and goal, with the two full stops)
+LONGEST_UTTERANCE = 23
 
 
 @dataclass(frozen=True)
@@ -135,8 +144,8 @@ class TutorParams:
     """Side of the square observation image in pixels."""
     max_steps: int = 40
     """Step limit of a session (truncation)."""
-    max_text_length: int = 24
-    """Length L of the padded token-id text observation."""
+    max_text_length: int = 34
+    """Length L of the padded token-id text observation (the standing takes ``2 * num_skills + 1`` tokens)."""
     reward: str = "mastery"
     """``mastery`` (levels gained on the goal's path, per step) or ``post_test`` (the path's mastery at the end)."""
     patience: int = 6
@@ -169,8 +178,11 @@ class TutorParams:
             )
         if self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1; got {self.max_steps}")
-        if self.max_text_length < 20:
-            raise ValueError(f"max_text_length must be >= 20 (the longest utterance); got {self.max_text_length}")
+        if self.max_text_length < self.min_text_length:
+            raise ValueError(
+                f"max_text_length must be >= {self.min_text_length} (the standing, {2 * self.num_skills + 1} tokens for "
+                f"{self.num_skills} skills, then the longest utterance, {LONGEST_UTTERANCE}); got {self.max_text_length}"
+            )
         if self.reward not in REWARD_MODES:
             raise ValueError(f"reward must be one of {list(REWARD_MODES)}; got {self.reward!r}")
         if not 1 <= self.patience <= 100:
@@ -185,9 +197,14 @@ class TutorParams:
                 raise ValueError(f"{low} must be <= {high}; got {getattr(self, low)} > {getattr(self, high)}")
 
     @property
+    def min_text_length(self) -> int:
+        """The fewest tokens that hold the standing and the longest utterance."""
+        return 2 * self.num_skills + 1 + LONGEST_UTTERANCE
+
+    @property
     def grid(self) -> tuple[int, int]:
-        """(rows, cols) of the image: the record (one cell per skill), then the K slots."""
-        cells = self.num_skills + self.slate_size
+        """(rows, cols) of the image: the K slots."""
+        cells = self.slate_size
         cols = math.ceil(math.sqrt(cells))
         return math.ceil(cells / cols), cols
 
@@ -220,8 +237,8 @@ class Remark(IntEnum):
 
 ANSWERS = {
     Answer.START: ("hi", "hello", "hi there"),
-    Answer.RIGHT: ("right", "yes , i got it", "correct"),
-    Answer.WRONG: ("wrong", "oops , i got it wrong", "no , that was wrong"),
+    Answer.RIGHT: ("{last} : right", "yes , i got the {last} one", "{last} was correct"),
+    Answer.WRONG: ("{last} : wrong", "oops , i got the {last} one wrong", "no , {last} was wrong"),
 }
 REMARKS = {
     Remark.HELLO: ("let us start", "ready when you are", "what do we do first"),
@@ -235,7 +252,7 @@ REMARKS = {
 }
 GOALS = ("goal : {goal}", "today i want to learn {goal}", "i need {goal} for my test")
 PHRASINGS = 3
-_PLACEHOLDERS = {"{skill}": -1, "{goal}": -2}
+_PLACEHOLDERS = {"{skill}": -1, "{goal}": -2, "{last}": -3}
 
 
 @dataclass
@@ -250,8 +267,7 @@ class TutorState(EnvState):
     goal: Tensor  # int64[B], the session's goal skill
     last_skill: Tensor  # int64[B], skill of the last exercise (-1 at the start)
     last_difficulty: Tensor  # int64[B], its difficulty (0 at the start)
-    record_difficulty: Tensor  # int64[B, S], difficulty of the last attempt on each skill (0: none yet)
-    record_right: Tensor  # bool[B, S], whether that attempt was right
+    assessed: Tensor  # int64[B, S], each skill's level as last assessed (the placement test, then its last exercise)
     streak: Tensor  # int64[B], exercises of last_skill in a row
     slate_skill: Tensor  # int64[B, K]
     slate_difficulty: Tensor  # int64[B, K], 1..LEVELS
@@ -310,37 +326,24 @@ def _symbol_mask(skill: int, tile: int) -> np.ndarray:
 
 
 def tutor_atlas(tile: int) -> np.ndarray:
-    """uint8[S * LEVELS * 5 + S + 1, 3, T, T], in this order: exercise ``(skill, difficulty)`` in a slot at
-    ``skill * LEVELS + difficulty - 1``; then the record's ``(skill, difficulty, right, latest)`` at
-    ``S * LEVELS + ((skill * LEVELS + difficulty - 1) * 2 + right) * 2 + latest`` (green ground if right, red if wrong,
-    a white frame if latest); then each skill's empty record cell (a dim symbol, no pips); then an empty slot."""
+    """uint8[S * LEVELS + 1, 3, T, T]: exercise ``(skill, difficulty)`` at ``skill * LEVELS + difficulty - 1`` (the
+    skill's symbol over 1-3 white pips of 3), then an empty cell."""
     v, u = (np.mgrid[0:tile, 0:tile] + 0.5) / tile
     edge = 1.0 / tile + 1e-9
     border = (u < edge) | (v < edge)  # a one-pixel grid line top and left separates the cells
-    frame = (u < 2 * edge) | (v < 2 * edge) | (u > 1 - 2 * edge) | (v > 1 - 2 * edge)
 
-    def cell(ground: tuple[int, int, int], skill: int | None, difficulty: int, latest: bool = False, dim: bool = False) -> np.ndarray:
-        sprite = np.empty((3, tile, tile), dtype=np.uint8)
-        sprite[:] = np.array(ground, dtype=np.uint8)[:, None, None]
+    def cell(skill: int | None, difficulty: int) -> np.ndarray:
+        sprite = np.full((3, tile, tile), 30, dtype=np.uint8)
         sprite[:, border] = 70
         if skill is not None:
-            rgb = np.array(SKILL_RGB[skill], dtype=np.float64) * (0.4 if dim else 1.0)
-            sprite[:, _symbol_mask(skill, tile)] = rgb.astype(np.uint8)[:, None]
+            sprite[:, _symbol_mask(skill, tile)] = np.array(SKILL_RGB[skill], dtype=np.uint8)[:, None]
         for pip in range(LEVELS if difficulty else 0):
             x0 = 0.1 + 0.28 * pip
             box = (u >= x0) & (u <= x0 + 0.2) & (v >= 0.76) & (v <= 0.92)
             sprite[:, box] = 245 if pip < difficulty else 75
-        if latest:
-            sprite[:, frame] = 235
         return sprite
 
-    slate = [cell((28, 28, 34), s, d) for s in range(len(SKILLS)) for d in range(1, LEVELS + 1)]
-    record = [
-        cell((30, 110, 45) if right else (130, 30, 30), s, d, latest=bool(latest))
-        for s in range(len(SKILLS)) for d in range(1, LEVELS + 1) for right in (0, 1) for latest in (0, 1)
-    ]  # fmt: skip
-    empty_record = [cell((44, 44, 50), s, 0, dim=True) for s in range(len(SKILLS))]
-    return np.stack([*slate, *record, *empty_record, cell((28, 28, 34), None, 0)])
+    return np.stack([*(cell(s, d) for s in range(len(SKILLS)) for d in range(1, LEVELS + 1)), cell(None, 0)])
 
 
 # ---------------------------------------------------------------------------- the env
@@ -350,13 +353,12 @@ class Tutor(BatchedEnv[TutorState]):
     end_reasons = ("running", "quit", "step limit")
     #: what the pictures show, for the replays' legend (mmrl.report)
     legend = (
-        "The image is the student's record, one cell per skill (the last attempt: green if right, red if wrong, the "
-        "latest framed in white; dim before any attempt), then the slate, one cell per slot, left to right, top to "
-        "bottom. Symbol = skill (counting red disc, adding blue plus, shapes green triangle, fractions yellow half-disc, "
-        "areas purple square), white pips (1-3) = difficulty. The goal and the student's words are only in the text; "
-        "their mastery is hidden (the replay's panel lists it; render() draws it as bars)."
+        "The image is the slate, one cell per slot, left to right, top to bottom. Symbol = skill (counting red disc, "
+        "adding blue plus, shapes green triangle, fractions yellow half-disc, areas purple square), white pips (1-3) = "
+        "difficulty. The text is the student: how they rate each skill (new, weak, fair, strong), their last answer, a "
+        "remark and the goal. Their true mastery is hidden (the replay's panel lists it; render() draws it as bars)."
     )
-    observation_fields = ("slate_skill", "slate_difficulty", "last_skill", "record_difficulty", "record_right", "text")
+    observation_fields = ("slate_skill", "slate_difficulty", "text")
     value_key = "p_right"
     task_metrics = TASK_METRICS
 
@@ -368,7 +370,7 @@ class Tutor(BatchedEnv[TutorState]):
         self.skills = SKILLS[: p.num_skills]
         phrases = [*sum(ANSWERS.values(), ()), *sum(REMARKS.values(), ()), *GOALS]
         words = [w for text in phrases for w in text.split() if w not in _PLACEHOLDERS]
-        self.vocabulary = Vocabulary([*words, ".", *SKILLS])
+        self.vocabulary = Vocabulary([*words, ".", *SKILLS, *LEVEL_WORDS])
         self.single_observation_space = spaces.Dict(
             {"image": image_space(p.image_size, p.image_size), "text": TextSpace(self.vocabulary, p.max_text_length)}
         )
@@ -389,15 +391,14 @@ class Tutor(BatchedEnv[TutorState]):
         self._p_right = torch.tensor(P_RIGHT, dtype=torch.float32, device=dev)
         self._learn = torch.tensor(LEARN_BY_GAP, dtype=torch.float32, device=dev)
         self._skill_word = torch.tensor([self.vocabulary.id(w) for w in SKILLS], device=dev)
+        self._level_word = torch.tensor([self.vocabulary.id(w) for w in LEVEL_WORDS], device=dev)
+        self._dot = torch.tensor([self.vocabulary.id(".")], device=dev)
         self._text_table = self._build_text_table().to(dev)
 
         rows, cols = p.grid
         self.renderer = SpriteRenderer(torch.from_numpy(tutor_atlas(p.tile)), rows, cols, p.image_size).to(dev)
-        self._record_offset = len(SKILLS) * LEVELS
-        self._empty_record = self._record_offset + len(SKILLS) * LEVELS * 4
-        self._empty_slot = self._empty_record + len(SKILLS)
-        self._blank_cells = torch.full((1, rows * cols - p.slate_size - s), self._empty_slot, dtype=torch.int64, device=dev)
-        self._skill_index = torch.arange(s, dtype=torch.int64, device=dev)
+        empty = len(SKILLS) * LEVELS
+        self._blank_cells = torch.full((1, rows * cols - p.slate_size), empty, dtype=torch.int64, device=dev)
 
         k = p.slate_size
         slate, text = rng.Block(3 * k), rng.Block(3)  # per slot: from the path?, which skill, which difficulty
@@ -408,9 +409,9 @@ class Tutor(BatchedEnv[TutorState]):
 
     # ------------------------------------------------------------------ text
     def _build_text_table(self) -> Tensor:
-        """int64[3 * P, R * P, P, L]: every answer phrasing, remark phrasing and goal phrasing joined by ``.``,
-        padded, with placeholders -1 (the remark's skill) and -2 (the goal)."""
-        length = self.params.max_text_length
+        """int64[3 * P, R * P, P, L - 2S - 1]: every answer phrasing, remark phrasing and goal phrasing joined by
+        ``.``, padded to what the standing leaves of L, with placeholders -1 (the remark's skill) and -2 (the goal)."""
+        length = self.params.max_text_length - (2 * self.params.num_skills + 1)
 
         def ids(text: str) -> list[int]:
             return [_PLACEHOLDERS[w] if w in _PLACEHOLDERS else self.vocabulary.id(w) for w in text.split()]
@@ -425,20 +426,25 @@ class Tutor(BatchedEnv[TutorState]):
                         goals = []
                         for g in GOALS:
                             tokens = ids(a) + dot + ids(r) + dot + ids(g)
-                            if len(tokens) > length:
-                                raise ValueError(f"max_text_length={length} is too short for {a!r} {r!r} {g!r}")
+                            assert len(tokens) <= LONGEST_UTTERANCE, (a, r, g)  # LONGEST_UTTERANCE is kept up to date
                             goals.append(tokens + [0] * (length - len(tokens)))
                         remarks.append(goals)
                 table.append(remarks)
         return torch.tensor(table, dtype=torch.int64)
 
-    def _utterance(self, answer: Tensor, remark: Tensor, named: Tensor, goal: Tensor, u: Tensor) -> Tensor:
-        """int64[B, L]: the student's words for ``answer`` and ``remark`` (naming skill ``named``) and the goal."""
+    def _utterance(
+        self, answer: Tensor, last: Tensor, remark: Tensor, named: Tensor, goal: Tensor, u: Tensor, assessed: Tensor
+    ) -> Tensor:
+        """int64[B, L]: the student's standing (each skill and how they rate it, then ``.``), then their words for
+        ``answer`` (to an exercise on skill ``last``) and ``remark`` (naming skill ``named``) and the goal."""
         a = answer * PHRASINGS + rng.randint(u[:, 0], PHRASINGS)
         r = remark * PHRASINGS + rng.randint(u[:, 1], PHRASINGS)
         text = self._text_table[a, r, rng.randint(u[:, 2], PHRASINGS)]
-        words = torch.stack([self._skill_word[named.clamp(min=0)], self._skill_word[goal]], dim=1)
-        return torch.where(text < 0, words.gather(1, (-1 - text).clamp(min=0)), text)
+        words = torch.stack([self._skill_word[named.clamp(min=0)], self._skill_word[goal], self._skill_word[last.clamp(min=0)]], dim=1)
+        said = torch.where(text < 0, words.gather(1, (-1 - text).clamp(min=0)), text)
+        batch = assessed.shape[0]
+        standing = torch.stack([self._skill_word[: self.params.num_skills].expand(batch, -1), self._level_word[assessed]], dim=2)
+        return torch.cat([standing.flatten(1), self._dot.expand(batch, 1), said], dim=1)
 
     # ------------------------------------------------------------------ student model
     def ready(self, level: Tensor) -> Tensor:
@@ -476,11 +482,11 @@ class Tutor(BatchedEnv[TutorState]):
         patience = p.patience + rng.randint(u[:, d.patience], 3)
         skill, difficulty = self._draw_slate(u[:, d.slate], goal)
         zeros = torch.zeros(batch, dtype=torch.int64, device=self.device)
-        text = self._utterance(zeros + Answer.START, zeros + Remark.HELLO, zeros, goal, u[:, d.text])
+        text = self._utterance(zeros + Answer.START, zeros, zeros + Remark.HELLO, zeros, goal, u[:, d.text], level)
         return TutorState(
             elapsed=zeros, level=level, learn_rate=learn_rate, forget_rate=forget_rate, patience=patience,
             patience_max=patience + 2, goal=goal, last_skill=zeros - 1, last_difficulty=zeros.clone(), streak=zeros.clone(),
-            record_difficulty=torch.zeros_like(level), record_right=torch.zeros_like(level, dtype=torch.bool),
+            assessed=level.clone(),
             slate_skill=skill, slate_difficulty=difficulty, text=text,
             last_correct=torch.zeros(batch, dtype=torch.bool, device=self.device),
             last_reward=torch.zeros(batch, dtype=torch.float32, device=self.device),
@@ -536,11 +542,11 @@ class Tutor(BatchedEnv[TutorState]):
             named = torch.where(condition, name, named)
         answer = torch.where(correct, Answer.RIGHT, Answer.WRONG)
         slate_skill, slate_difficulty = self._draw_slate(u[:, d.slate], state.goal)
-        text = self._utterance(answer, remark, named, state.goal, u[:, d.text])
+        assessed = torch.where(practised, level, state.assessed)
+        text = self._utterance(answer, skill, remark, named, state.goal, u[:, d.text], assessed)
         next_state = dataclasses.replace(
             state, level=level, patience=patience, last_skill=skill, last_difficulty=difficulty, streak=streak,
-            record_difficulty=torch.where(practised, difficulty[:, None], state.record_difficulty),
-            record_right=torch.where(practised, correct[:, None], state.record_right),
+            assessed=assessed,
             slate_skill=slate_skill, slate_difficulty=slate_difficulty, text=text, last_correct=correct,
             last_reward=reward.clone(),
         )  # fmt: skip
@@ -552,12 +558,7 @@ class Tutor(BatchedEnv[TutorState]):
 
     def _observe(self, state: TutorState) -> dict[str, Tensor]:
         slots = state.slate_skill * LEVELS + state.slate_difficulty - 1
-        latest = (self._skill_index == state.last_skill[:, None]).to(torch.int64)
-        attempt = (self._skill_index * LEVELS + state.record_difficulty - 1) * 2 + state.record_right.to(torch.int64)
-        record = torch.where(
-            state.record_difficulty > 0, self._record_offset + attempt * 2 + latest, self._empty_record + self._skill_index
-        )
-        cells = torch.cat([record, slots, self._blank_cells.expand(slots.shape[0], -1)], dim=1)
+        cells = torch.cat([slots, self._blank_cells.expand(slots.shape[0], -1)], dim=1)
         return {"image": self.renderer.render(cells), "text": state.text.clone()}
 
     def _decision_info(self, state: TutorState) -> dict[str, Tensor]:
@@ -583,13 +584,12 @@ class Tutor(BatchedEnv[TutorState]):
 
     # ------------------------------------------------------------------ rendering
     def slot_box(self, slot: int, scale: int = 1) -> tuple[int, int, int, int]:
-        """Pixel box ``(x0, y0, x1, y1)`` of ``slot`` in the observation image (cell ``num_skills + slot``; a negative
-        ``slot`` is a record cell: ``-1`` the last skill's), times ``scale``."""
+        """Pixel box ``(x0, y0, x1, y1)`` of ``slot`` in the observation image, times ``scale``."""
         rows, cols = self.params.grid
         tile = self.params.tile
         top = (self.params.image_size - rows * tile) // 2
         left = (self.params.image_size - cols * tile) // 2
-        r, c = divmod(self.params.num_skills + slot, cols)
+        r, c = divmod(slot, cols)
         x0, y0 = left + c * tile, top + r * tile
         return x0 * scale, y0 * scale, (x0 + tile) * scale, (y0 + tile) * scale
 

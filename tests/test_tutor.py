@@ -15,8 +15,8 @@ from mmrl.agents.reference import make_reference_policy, policy_names
 from mmrl.core import rng
 from mmrl.core.planner import RolloutPlanner
 from mmrl.envs.tutor import (
-    ANSWERS, GOALS, LEARN_BY_GAP, LEVELS, MIN_TILE, P_RIGHT, PREREQUISITES, READY_LEVEL, REMARKS, SKILLS, ZPD_TARGET,
-    Answer, CurriculumTutor, Remark, Tutor,
+    ANSWERS, GOALS, LEARN_BY_GAP, LEVEL_WORDS, LEVELS, MIN_TILE, P_RIGHT, PREREQUISITES, READY_LEVEL, REMARKS, SKILLS,
+    ZPD_TARGET, Answer, CurriculumTutor, Remark, Tutor,
 )  # fmt: skip
 from mmrl.episodes import run_episodes
 from mmrl.testing import CONTRACT_CHECKS, Options
@@ -66,7 +66,8 @@ def test_a_seed_replays_its_episodes_and_another_seed_does_not() -> None:
     (dict(learn_rate_max=1.5), r"learn_rate_max must be a probability in \[0, 1\]; got 1.5"),
     (dict(forget_rate_min=0.2, forget_rate_max=0.1), r"forget_rate_min must be <= forget_rate_max"),
     (dict(max_steps=0), r"max_steps must be >= 1; got 0"),
-    (dict(max_text_length=12), r"max_text_length must be >= 20"),
+    (dict(max_text_length=33), r"max_text_length must be >= 34 \(the standing, 11 tokens for 5 skills, .*got 33"),
+    (dict(num_skills=2, max_text_length=24), r"max_text_length must be >= 28 \(the standing, 5 tokens for 2 skills"),
     (dict(image_size=4096), r"image_size must be in \[8, 512\]; got 4096"),
 ])  # fmt: skip
 def test_bad_options_fail_naming_the_value(bad: dict, match: str) -> None:
@@ -82,7 +83,7 @@ def test_bad_option_types_and_names() -> None:
 
 
 @pytest.mark.parametrize("options, smallest", [
-    (dict(image_size=24), 30), (dict(slate_size=8, image_size=39), 40), (dict(slate_size=2, num_skills=2, image_size=19), 20),
+    (dict(image_size=19), 20), (dict(slate_size=8, image_size=29), 30), (dict(slate_size=2, num_skills=2, image_size=19), 20),
 ])  # fmt: skip
 def test_cells_too_small_to_read_fail_naming_the_smallest_size(options: dict, smallest: int) -> None:
     with pytest.raises(ValueError, match=rf"too small .* use image_size >= {smallest}"):
@@ -95,8 +96,8 @@ def _randint(u: float, high: int) -> int:
     return min(int(np.float32(u) * np.float32(high)), high - 1)
 
 
-def _words(text: str, skill: str, goal: str) -> str:
-    return text.replace("{skill}", skill).replace("{goal}", goal)
+def _words(text: str, skill: str = "", goal: str = "", last: str = "") -> str:
+    return text.replace("{skill}", skill).replace("{goal}", goal).replace("{last}", last)
 
 
 def _reference_step(env: Tutor, s: dict, action: int, u: np.ndarray) -> dict:
@@ -138,9 +139,12 @@ def _reference_step(env: Tutor, s: dict, action: int, u: np.ndarray) -> dict:
     remark, named = next((r, k) for applies, r, k in remarks if applies)
     t = u[d.text]
     answer = Answer.RIGHT if correct else Answer.WRONG
+    # what the student rates each skill: the level after its last exercise (forgetting goes unnoticed until then)
+    assessed = [new_level[k] if k == skill else s["assessed"][k] for k in range(n)]
     text = " . ".join([
-        ANSWERS[answer][_randint(t[0], 3)], _words(REMARKS[remark][_randint(t[1], 3)], SKILLS[named], ""),
-        _words(GOALS[_randint(t[2], 3)], "", SKILLS[s["goal"]]),
+        " ".join(f"{SKILLS[k]} {LEVEL_WORDS[assessed[k]]}" for k in range(n)),
+        _words(ANSWERS[answer][_randint(t[0], 3)], last=SKILLS[skill]),
+        _words(REMARKS[remark][_randint(t[1], 3)], skill=SKILLS[named]), _words(GOALS[_randint(t[2], 3)], goal=SKILLS[s["goal"]]),
     ])  # fmt: skip
     # the next slate: per slot, from the goal's path (in skill order) with probability path_share
     k_slots, w = p.slate_size, u[d.slate]
@@ -153,7 +157,7 @@ def _reference_step(env: Tutor, s: dict, action: int, u: np.ndarray) -> dict:
     return {
         "level": new_level, "patience": patience, "streak": streak, "terminated": quit, "correct": bool(correct),
         "learned": bool(learned), "reward": gain if p.reward == "mastery" else post_test, "post_test": post_test,
-        "text": text, "slate": slate,
+        "text": text, "slate": slate, "assessed": assessed,
     }  # fmt: skip
 
 
@@ -162,7 +166,7 @@ def test_student_model_matches_a_per_row_loop_reference(options: dict) -> None:
     env = Tutor(num_envs=64, **options)
     env.reset(seed=3)
     generator = torch.Generator().manual_seed(0)
-    seen = {"learned": 0, "terminated": 0, "forgot": 0, "bored": 0, "not ready": 0}
+    seen = {"learned": 0, "terminated": 0, "forgot": 0, "bored": 0, "not ready": 0, "rated above the truth": 0}
     for _ in range(30):
         before = dataclasses.replace(env.state)
         u = rng.uniform(rng.step_key(env._episode_key, before.elapsed), env._step_draws.count).numpy()
@@ -177,6 +181,7 @@ def test_student_model_matches_a_per_row_loop_reference(options: dict) -> None:
                 "terminated": bool(terminated[row]), "correct": bool(info["correct"][row]), "learned": bool(info["learned"][row]),
                 "reward": float(reward[row]), "post_test": float(info["post_test"][row]), "text": env.decode(obs["text"][row]),
                 "slate": list(zip(after.slate_skill[row].tolist(), after.slate_difficulty[row].tolist())),
+                "assessed": after.assessed[row].tolist(),
             }  # fmt: skip
             assert got.keys() == want.keys()
             for key in got:
@@ -189,35 +194,53 @@ def test_student_model_matches_a_per_row_loop_reference(options: dict) -> None:
             seen["forgot"] += "forgot" in want["text"] or "remember" in want["text"] or "slipping" in want["text"]
             seen["bored"] += want["streak"] >= env.params.boredom_streak
             seen["not ready"] += " yet" in want["text"] or "lost" in want["text"] or "confuses" in want["text"]
+            seen["rated above the truth"] += want["assessed"] != want["level"]
         env.reset(mask=env._needs_reset)
     assert all(count >= 5 for count in seen.values()), seen
 
 
 # ---------------------------------------------------------------------------- what each modality carries
-def test_the_goal_is_only_in_the_text_and_the_exercises_only_in_the_image() -> None:
-    """The slate's skills do not give the goal away (every goal's slates show every skill, off-path ones included),
-    and the text names skills but never a slot or a difficulty."""
-    env = Tutor(num_envs=2048, **CONFIG)
+def _standing(env: Tutor, text: torch.Tensor) -> list[list[int]]:
+    """The level each skill is rated at by the text's first ``2 * num_skills`` words."""
+    words = [env.decode(row).split()[: 2 * env.params.num_skills] for row in text]
+    assert all(w[0::2] == list(env.skills) for w in words)
+    return [[LEVEL_WORDS.index(word) for word in w[1::2]] for w in words]
+
+
+def test_the_image_is_the_slate_and_the_text_is_the_student() -> None:
+    """The image shows the slate and nothing else (equal slates, equal images, whatever the goal or the student); the
+    text names skills but never a slot or a difficulty, and carries the goal and the student's own rating of each
+    skill: the level after its last exercise (or the placement at the start), blind to forgetting until then."""
+    env = Tutor(num_envs=2048, **{**CONFIG, "forget_rate_max": 0.3})
     obs, info = env.reset(seed=0)
     goal, skills = info["goal"], info["slate_skill"]
     for g in env._goals.tolist():
         shown = torch.bincount(skills[goal == g].flatten(), minlength=env.params.num_skills)
-        assert bool((shown > 0).all()), (g, shown)  # off-path skills too
-    for row in range(20):
-        words = env.decode(obs["text"][row]).split()
-        assert SKILLS[int(goal[row])] in words
-        assert not set(words) & {"slot", "1", "2", "3", "difficulty"}
-    # the record: one cell per skill, empty at the start, the attempt (difficulty, right or wrong, latest) after
-    boxes = [env.slot_box(-1 - k) for k in range(env.params.num_skills)]  # the record's cells, last skill first
-    record = torch.stack([obs["image"][:, :, y0:y1, x0:x1] for x0, y0, x1, y1 in boxes], dim=1)
-    assert bool((record == record[:1]).all())
-    obs, _, _, _, step_info = env.step(torch.zeros(2048, dtype=torch.int64))
-    record = torch.stack([obs["image"][:, :, y0:y1, x0:x1] for x0, y0, x1, y1 in boxes], dim=1)
-    assert len({bytes(cells.numpy()) for cells in record[:300]}) > 20
-    skill, right = env.state.last_skill, step_info["correct"]
-    cell = record[torch.arange(2048), env.params.num_skills - 1 - skill]  # the practised skill's cell
-    green = cell[:, 1, 2, 2].int() - cell[:, 0, 2, 2].int()  # the ground inside the frame: green if right, red if wrong
-    assert bool(((green > 0) == right).all())
+        assert bool((shown > 0).all()), (g, shown)  # off-path skills too: the slate does not give the goal away
+    assert _standing(env, obs["text"][:50]) == info["level"][:50].tolist()
+    generator = torch.Generator().manual_seed(0)
+    stale = 0
+    for _ in range(6):
+        for row in range(20):
+            words = env.decode(obs["text"][row]).split()
+            assert SKILLS[int(env.state.goal[row])] in words
+            assert not set(words) & {"slot", "1", "2", "3", "difficulty"}
+        slate = torch.stack([env.state.slate_skill, env.state.slate_difficulty], dim=1).flatten(1)
+        _, first = np.unique(slate.numpy(), axis=0, return_inverse=True)
+        for key in range(int(first.max()) + 1):  # rows with one slate show one image
+            same = torch.from_numpy(np.flatnonzero(first.reshape(-1) == key))
+            assert bool((obs["image"][same] == obs["image"][same[:1]]).all())
+        assert len({bytes(image.numpy()) for image in obs["image"]}) == int(first.max()) + 1
+        before = torch.tensor(_standing(env, obs["text"]))
+        obs, _, _, _, step_info = env.step(torch.randint(4, (2048,), generator=generator), autoreset=False)
+        rated = torch.tensor(_standing(env, obs["text"]))
+        practised = torch.nn.functional.one_hot(env.state.last_skill, env.params.num_skills).bool()
+        assert torch.equal(rated[practised], env.state.level[practised])  # the exercise shows where they stand
+        assert torch.equal(rated[~practised], before[~practised])  # the others keep their rating
+        stale += int((rated != env.state.level).any(dim=1).sum())
+        env.reset(mask=env._needs_reset)
+        obs = env._observe(env.state)
+    assert stale > 100  # forgetting goes unnoticed until the skill is practised again
 
 
 def test_render_shows_the_mastery_bars_below_the_observation() -> None:
