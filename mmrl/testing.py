@@ -393,7 +393,7 @@ def random_options(env_id: str, rng: np.random.Generator) -> Options:
         )  # fmt: skip
     if env_id == "mmrl/Tutor-v0":
         slate, skills = int(rng.integers(2, 9)), int(rng.integers(2, 6))
-        cells = slate + skills
+        cells = slate  # the image is the slate
         cols = int(np.ceil(np.sqrt(cells)))
         side = 10 * max(cols, int(np.ceil(cells / cols)))  # the smallest readable cell is 10 px
         learn = sorted(float(x) for x in rng.random(2))
