@@ -180,7 +180,7 @@ class TutorParams:
             raise ValueError(f"max_steps must be >= 1; got {self.max_steps}")
         if self.max_text_length < self.min_text_length:
             raise ValueError(
-                f"max_text_length must be >= {self.min_text_length} (the standing, {2 * self.num_skills + 1} tokens for "
+                f"max_text_length must be >= {self.min_text_length} (the standing, {self.standing_length} tokens for "
                 f"{self.num_skills} skills, then the longest utterance, {LONGEST_UTTERANCE}); got {self.max_text_length}"
             )
         if self.reward not in REWARD_MODES:
@@ -197,9 +197,14 @@ class TutorParams:
                 raise ValueError(f"{low} must be <= {high}; got {getattr(self, low)} > {getattr(self, high)}")
 
     @property
+    def standing_length(self) -> int:
+        """Tokens of the standing: each skill and its rating, then ``.``."""
+        return 2 * self.num_skills + 1
+
+    @property
     def min_text_length(self) -> int:
         """The fewest tokens that hold the standing and the longest utterance."""
-        return 2 * self.num_skills + 1 + LONGEST_UTTERANCE
+        return self.standing_length + LONGEST_UTTERANCE
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -410,8 +415,9 @@ class Tutor(BatchedEnv[TutorState]):
     # ------------------------------------------------------------------ text
     def _build_text_table(self) -> Tensor:
         """int64[3 * P, R * P, P, L - 2S - 1]: every answer phrasing, remark phrasing and goal phrasing joined by
-        ``.``, padded to what the standing leaves of L, with placeholders -1 (the remark's skill) and -2 (the goal)."""
-        length = self.params.max_text_length - (2 * self.params.num_skills + 1)
+        ``.``, padded to what the standing leaves of L, with placeholders -1 (the remark's skill), -2 (the goal) and -3
+        (the last exercise's skill)."""
+        length = self.params.max_text_length - self.params.standing_length
 
         def ids(text: str) -> list[int]:
             return [_PLACEHOLDERS[w] if w in _PLACEHOLDERS else self.vocabulary.id(w) for w in text.split()]
